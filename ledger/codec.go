@@ -28,7 +28,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // MarshalBinary encodes the ledger. Equal histories give equal bytes.
 func (l *Ledger) MarshalBinary() ([]byte, error) {
-	return l.AppendBinary(make([]byte, 0, 16+len(l.ids.buf)+12*l.Len()))
+	return l.AppendBinary(make([]byte, 0, 16+20*l.Len()))
 }
 
 // AppendBinary appends the encoding of the ledger to b.
@@ -36,9 +36,9 @@ func (l *Ledger) AppendBinary(b []byte) ([]byte, error) {
 	start := len(b)
 	b = append(b, codecMagic...)
 	b = append(b, codecVersion)
-	b = binary.AppendUvarint(b, uint64(len(l.grants)))
-	for i := range l.grants {
-		g := &l.grants[i]
+	b = binary.AppendUvarint(b, uint64(l.grants.len()))
+	for i := uint32(0); int(i) < l.grants.len(); i++ {
+		g := l.grants.at(i)
 		b = binary.AppendUvarint(b, uint64(g.idLen))
 		b = append(b, l.ids.bytes(g.idOff, g.idLen)...)
 		b = binary.AppendUvarint(b, uint64(g.amount))
@@ -50,13 +50,14 @@ func (l *Ledger) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, dexp)
 		b = binary.AppendVarint(b, int64(g.prio))
 	}
-	b = binary.AppendUvarint(b, uint64(len(l.deds)))
+	b = binary.AppendUvarint(b, uint64(l.deds.len()))
 	var prev int64
-	for _, r := range l.evRef {
+	for i := 0; i < l.ev.n; i++ {
+		r := l.ev.at(i).ref
 		if refKind(r) != KindDeduction {
 			continue
 		}
-		d := &l.deds[refRec(r)]
+		d := l.deds.at(refRec(r))
 		b = binary.AppendUvarint(b, uint64(d.idLen))
 		b = append(b, l.ids.bytes(d.idOff, d.idLen)...)
 		b = binary.AppendUvarint(b, uint64(d.amount))
@@ -157,7 +158,6 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 	n := New()
 
 	ng := d.count("grant count", 5)
-	n.grants = make([]grant, 0, ng)
 	for i := 0; i < ng && d.err == nil; i++ {
 		op := Grant{ID: d.id(), Amount: d.int64("amount"), Timestamp: d.int64("timestamp")}
 		dexp := d.int64("expiry")
@@ -187,14 +187,12 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 			break
 		}
 		off, idLen := n.ids.add(op.ID)
-		g := uint32(len(n.grants))
-		n.grants = append(n.grants, grant{amount: op.Amount, ts: op.Timestamp, exp: op.ExpiresAt, prio: op.Priority, heapPos: -1, idOff: off, idLen: idLen})
-		n.gIndex.insert(op.ID, g, n.grantID)
+		g := n.grants.push(grant{amount: op.Amount, ts: op.Timestamp, exp: op.ExpiresAt, prio: op.Priority, heapPos: -1, idOff: off, idLen: idLen})
+		n.gIndex.insert(op.ID, g)
 		n.granted += op.Amount
 		n.frontier = max(n.frontier, op.Timestamp)
 	}
 	nd := d.count("deduction count", 3)
-	n.deds = make([]deduction, 0, nd)
 	var prev int64
 	for i := 0; i < nd && d.err == nil; i++ {
 		op := Deduction{ID: d.id(), Amount: d.int64("amount")}
@@ -217,9 +215,8 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 			break
 		}
 		off, idLen := n.ids.add(op.ID)
-		rec := uint32(len(n.deds))
-		n.deds = append(n.deds, deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: idLen})
-		n.dIndex.insert(op.ID, rec, n.dedID)
+		rec := n.deds.push(deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: idLen})
+		n.dIndex.insert(op.ID, rec)
 		n.frontier = max(n.frontier, op.Timestamp)
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -229,7 +226,7 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 		return d.err
 	}
 	if bad := n.rebuild(); bad >= 0 {
-		return corrupt("history is infeasible at deduction %q", n.dedID(refRec(n.evRef[bad])))
+		return corrupt("history is infeasible at deduction %q", n.dedID(refRec(n.ev.at(bad).ref)))
 	}
 	*l = *n
 	l.live.l = l
@@ -243,14 +240,14 @@ func (l *Ledger) rebuild() int {
 		ts  int64
 		ref uint32
 	}
-	gev := make([]ev, 0, 2*len(l.grants))
-	for i := range l.grants {
-		g := &l.grants[i]
-		gev = append(gev, ev{g.ts, ref(KindGrant, uint32(i))})
+	gev := make([]ev, 0, 2*l.grants.len())
+	for i := uint32(0); int(i) < l.grants.len(); i++ {
+		g := l.grants.at(i)
+		gev = append(gev, ev{g.ts, ref(KindGrant, i)})
 		if g.exp <= l.frontier {
-			gev = append(gev, ev{g.exp, ref(KindExpiration, uint32(i))})
+			gev = append(gev, ev{g.exp, ref(KindExpiration, i)})
 		} else if g.exp != Never {
-			l.pending = append(l.pending, uint32(i))
+			l.pending = append(l.pending, i)
 		}
 	}
 	// Refs order kind first, then record number: exactly the order of
@@ -262,29 +259,23 @@ func (l *Ledger) rebuild() int {
 		return int(a.ref) - int(b.ref)
 	})
 	slices.SortFunc(l.pending, func(a, b uint32) int {
-		if c := cmp64(l.grants[a].exp, l.grants[b].exp); c != 0 {
+		if c := cmp64(l.grants.at(a).exp, l.grants.at(b).exp); c != 0 {
 			return c
 		}
 		return int(a) - int(b)
 	})
-	total := len(gev) + len(l.deds)
-	l.evTs = make([]int64, 0, total)
-	l.evRef = make([]uint32, 0, total)
-	l.evAllocEnd = make([]uint32, total)
-	l.evBal = make([]int64, total)
+	total := len(gev) + l.deds.len()
+	l.evChk = make([]checkpoint, (total+chkEvery-1)/chkEvery)
 	gi := 0
-	for di := range l.deds {
-		for gi < len(gev) && gev[gi].ts <= l.deds[di].ts {
-			l.evTs = append(l.evTs, gev[gi].ts)
-			l.evRef = append(l.evRef, gev[gi].ref)
+	for di := uint32(0); int(di) < l.deds.len(); di++ {
+		for gi < len(gev) && gev[gi].ts <= l.deds.at(di).ts {
+			l.ev.push(event{ts: gev[gi].ts, ref: gev[gi].ref})
 			gi++
 		}
-		l.evTs = append(l.evTs, l.deds[di].ts)
-		l.evRef = append(l.evRef, ref(KindDeduction, uint32(di)))
+		l.ev.push(event{ts: l.deds.at(di).ts, ref: ref(KindDeduction, di)})
 	}
 	for ; gi < len(gev); gi++ {
-		l.evTs = append(l.evTs, gev[gi].ts)
-		l.evRef = append(l.evRef, gev[gi].ref)
+		l.ev.push(event{ts: gev[gi].ts, ref: gev[gi].ref})
 	}
 	return l.forward(0)
 }

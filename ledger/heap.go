@@ -13,7 +13,7 @@ type liveHeap struct {
 // drawsBefore is the draw order: lower priority, sooner expiry (Never is
 // last by construction), earlier grant, then grant id.
 func (l *Ledger) drawsBefore(a, b uint32) bool {
-	ga, gb := &l.grants[a], &l.grants[b]
+	ga, gb := l.grants.at(a), l.grants.at(b)
 	if ga.prio != gb.prio {
 		return ga.prio < gb.prio
 	}
@@ -28,7 +28,7 @@ func (l *Ledger) drawsBefore(a, b uint32) bool {
 
 func (h *liveHeap) set(i int, g uint32) {
 	h.h[i] = g
-	h.l.grants[g].heapPos = int32(i)
+	h.l.grants.at(g).heapPos = int32(i)
 }
 
 func (h *liveHeap) push(g uint32) {
@@ -43,7 +43,7 @@ func (h *liveHeap) remove(i int) {
 	last := len(h.h) - 1
 	x := h.h[last]
 	h.h = h.h[:last]
-	h.l.grants[g].heapPos = -1
+	h.l.grants.at(g).heapPos = -1
 	if i == last {
 		return
 	}

@@ -11,29 +11,34 @@ import (
 // can be derived two ways must agree.
 func checkInvariants(t testing.TB, l *Ledger) {
 	t.Helper()
-	n := len(l.evTs)
-	if len(l.evRef) != n || len(l.evAllocEnd) != n || len(l.evBal) != n {
+	n := l.ev.n
+	if len(l.evChk) != (n+chkEvery-1)/chkEvery {
 		t.Fatalf("timeline arrays disagree in length")
 	}
+	for k, c := range l.evChk {
+		if c.ts != l.ev.at(k*chkEvery).ts {
+			t.Fatalf("checkpoint %d has timestamp %d, event has %d", k, c.ts, l.ev.at(k*chkEvery).ts)
+		}
+	}
 	for i := 1; i < n; i++ {
-		if l.evTs[i] < l.evTs[i-1] || (l.evTs[i] == l.evTs[i-1] && refKind(l.evRef[i]) < refKind(l.evRef[i-1])) {
+		if l.ev.at(i).ts < l.ev.at(i-1).ts || (l.ev.at(i).ts == l.ev.at(i-1).ts && refKind(l.ev.at(i).ref) < refKind(l.ev.at(i-1).ref)) {
 			t.Fatalf("timeline out of order at %d", i)
 		}
 	}
 	if n > 0 {
-		if l.evTs[n-1] > l.frontier {
+		if l.ev.at(n-1).ts > l.frontier {
 			t.Fatalf("event after frontier")
 		}
-		if l.evBal[n-1] != l.balance {
-			t.Fatalf("last balance %d != running balance %d", l.evBal[n-1], l.balance)
+		if b := l.balanceAfter(n - 1); b != l.balance {
+			t.Fatalf("last balance %d != running balance %d", b, l.balance)
 		}
-		if int(l.evAllocEnd[n-1]) != len(l.allocGrant) {
+		if int(l.ev.at(n-1).allocEnd) != l.allocGrant.len() {
 			t.Fatalf("allocation count mismatch")
 		}
 	}
 	var live int64
-	for i := range l.grants {
-		g := &l.grants[i]
+	for i := uint32(0); int(i) < l.grants.len(); i++ {
+		g := l.grants.at(i)
 		if g.state == stateLive {
 			live += g.remaining
 			if (g.remaining > 0) != (g.heapPos >= 0) {
@@ -47,7 +52,7 @@ func checkInvariants(t testing.TB, l *Ledger) {
 		t.Fatalf("live sum %d != balance %d", live, l.balance)
 	}
 	for i, g := range l.live.h {
-		if int(l.grants[g].heapPos) != i {
+		if int(l.grants.at(g).heapPos) != i {
 			t.Fatalf("heap position mismatch")
 		}
 		if i > 0 && l.drawsBefore(g, l.live.h[(i-1)/2]) {
@@ -56,10 +61,10 @@ func checkInvariants(t testing.TB, l *Ledger) {
 	}
 	ps := l.pending[l.pendingHead:]
 	for i, g := range ps {
-		if l.grants[g].exp <= l.frontier {
+		if l.grants.at(g).exp <= l.frontier {
 			t.Fatalf("pending expiration not after frontier")
 		}
-		if i > 0 && l.grants[g].exp < l.grants[ps[i-1]].exp {
+		if i > 0 && l.grants.at(g).exp < l.grants.at(ps[i-1]).exp {
 			t.Fatalf("pending out of order")
 		}
 	}

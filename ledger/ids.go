@@ -12,16 +12,20 @@ func ValidID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == ':', c == '@', c == '-':
-		default:
+		if !idChar[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var idChar = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == ':' || c == '@' || c == '-'
+	}
+	return t
+}()
 
 func validateID(field, s string) error {
 	if s == "" {
@@ -36,102 +40,179 @@ func validateID(field, s string) error {
 	return nil
 }
 
-// arena stores ids back to back. A Go string per id would cost a 16-byte
-// header plus a rounded-up allocation; at a million events that alone would
-// blow the memory budget.
-type arena struct {
-	buf []byte
-}
-
-func (a *arena) add(s string) (off uint32, n uint8) {
-	off = uint32(len(a.buf))
-	a.buf = grow(a.buf, len(s))
-	a.buf = append(a.buf, s...)
-	return off, uint8(len(s))
-}
-
-func (a *arena) bytes(off uint32, n uint8) []byte { return a.buf[off : off+uint32(n)] }
-
-// truncate drops everything from off on; used to forget a refused operation.
-func (a *arena) truncate(off uint32) { a.buf = a.buf[:off] }
-
 var hashSeed = maphash.MakeSeed()
 
-// index maps ids to record numbers with open addressing over uint32 slots
-// (0 = empty, else record+1). Entries are never deleted: a refused operation
-// is never inserted.
+// index maps ids to record numbers by extendible hashing: a directory,
+// indexed by the top bits of the hash, of small open-addressing buckets
+// that split one at a time. Growth therefore never rehashes the whole
+// table (a pause of a second at tens of millions of ids) and a split works
+// within one bucket that fits in cache. Slots keep 32 bits of the hash, so
+// splitting never reads an id and a probe rarely compares one.
+//
+// Buckets start small (a user with a handful of operations costs a few
+// hundred bytes) and double up to maxBucket slots before they split.
+// Entries are never deleted: a refused operation is never inserted.
+//
+// A lookup of a new id in a large index costs one cache and TLB miss, the
+// largest single cost of an append. A Bloom filter in front and a
+// log-structured layout were tried; both moved the miss into merges that
+// cost more (docs/BENCHMARKS.md).
 type index struct {
-	slots []uint32
+	dir   []*bucket
+	depth uint // global depth: the directory has 1<<depth entries
 	n     int
+}
+
+const (
+	minBucket = 8
+	maxBucket = 4096
+)
+
+type bucket struct {
+	depth uint   // local depth: how many top hash bits all entries share
+	n     int    // entries
+	slots []slot // power-of-two length; hash 0 marks an empty slot
+}
+
+type slot struct {
+	hash uint32
+	rec  uint32
+}
+
+func hash32(s string) uint32 {
+	h := uint32(maphash.String(hashSeed, s))
+	if h == 0 {
+		h = 1 // 0 marks empty slots
+	}
+	return h
+}
+
+func (x *index) bucketOf(h uint32) *bucket {
+	if x.depth == 0 {
+		return x.dir[0]
+	}
+	return x.dir[h>>(32-x.depth)]
+}
+
+// probe remembers where a failed lookup stopped, so that inserting the
+// same id right after costs neither a second hash nor a second probe.
+type probe struct {
+	h    uint32
+	b    *bucket
+	slot uint32
 }
 
 // lookup returns the record whose id equals s, comparing through key.
 func (x *index) lookup(s string, key func(rec uint32) []byte) (uint32, bool) {
-	if len(x.slots) == 0 {
-		return 0, false
-	}
-	mask := uint64(len(x.slots) - 1)
-	for i := maphash.String(hashSeed, s) & mask; ; i = (i + 1) & mask {
-		v := x.slots[i]
-		if v == 0 {
-			return 0, false
-		}
-		if string(key(v-1)) == s {
-			return v - 1, true
-		}
-	}
+	rec, ok, _ := x.find(s, key)
+	return rec, ok
 }
 
-func (x *index) insert(s string, rec uint32, key func(rec uint32) []byte) {
-	if (x.n+1)*4 > len(x.slots)*3 {
-		x.rehash(key)
+func (x *index) find(s string, key func(rec uint32) []byte) (uint32, bool, probe) {
+	h := hash32(s)
+	if x.dir == nil {
+		return 0, false, probe{h: h}
 	}
-	x.place(maphash.String(hashSeed, s), rec)
-	x.n++
-}
-
-func (x *index) place(h uint64, rec uint32) {
-	mask := uint64(len(x.slots) - 1)
+	b := x.bucketOf(h)
+	mask := uint32(len(b.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
-		if x.slots[i] == 0 {
-			x.slots[i] = rec + 1
+		sl := b.slots[i]
+		if sl.hash == 0 {
+			return 0, false, probe{h, b, i}
+		}
+		if sl.hash == h && string(key(sl.rec)) == s {
+			return sl.rec, true, probe{}
+		}
+	}
+}
+
+// insert adds s, which must not be present, for rec.
+func (x *index) insert(s string, rec uint32) { x.insertProbe(probe{h: hash32(s)}, rec) }
+
+// insertProbe adds the id that find just failed to find. The index must
+// not have changed since.
+func (x *index) insertProbe(p probe, rec uint32) {
+	x.n++
+	// Fill buckets to 3/4: at 8-byte slots a probe then rarely leaves its
+	// cache line.
+	if b := p.b; b != nil && (b.n+1)*4 <= len(b.slots)*3 {
+		b.slots[p.slot] = slot{p.h, rec}
+		b.n++
+		return
+	}
+	if x.dir == nil {
+		x.dir = []*bucket{{slots: make([]slot, minBucket)}}
+	}
+	for {
+		b := x.bucketOf(p.h)
+		if (b.n+1)*4 <= len(b.slots)*3 {
+			b.place(p.h, rec)
+			return
+		}
+		if len(b.slots) < maxBucket {
+			b.resize(len(b.slots) * 2)
+			continue
+		}
+		x.split(b, p.h)
+	}
+}
+
+func (b *bucket) place(h, rec uint32) {
+	mask := uint32(len(b.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if b.slots[i].hash == 0 {
+			b.slots[i] = slot{h, rec}
+			b.n++
 			return
 		}
 	}
 }
 
-func (x *index) rehash(key func(rec uint32) []byte) {
-	size := 16
-	for size*3 < (x.n+1)*4*2 {
-		size *= 2
-	}
-	old := x.slots
-	x.slots = make([]uint32, size)
-	for _, v := range old {
-		if v != 0 {
-			x.place(maphash.Bytes(hashSeed, key(v-1)), v-1)
+func (b *bucket) resize(size int) {
+	old := b.slots
+	b.slots, b.n = make([]slot, size), 0
+	for _, sl := range old {
+		if sl.hash != 0 {
+			b.place(sl.hash, sl.rec)
 		}
 	}
 }
 
-// grow makes room for n more elements, growing by 1/8 rather than append's
-// 1/4 once a slice is large: resident memory per event is a target, and the
-// extra copying is amortised to a few bytes per element.
-func grow[T any](s []T, n int) []T {
-	if len(s)+n <= cap(s) {
-		return s
+// split divides the full bucket b, which holds hash h, by its next hash
+// bit, doubling the directory if b was already as specific as it.
+func (x *index) split(b *bucket, h uint32) {
+	if b.depth == x.depth {
+		if x.depth == 32-12 {
+			// 2^20 buckets of thousands of ids each: past MaxRecords.
+			panic("ledger: id index is full")
+		}
+		dir := make([]*bucket, 2*len(x.dir))
+		for i, p := range x.dir {
+			dir[2*i], dir[2*i+1] = p, p
+		}
+		x.dir, x.depth = dir, x.depth+1
 	}
-	c := cap(s) + cap(s)/8
-	if cap(s) < 1024 {
-		c = 2 * cap(s)
+	bit := uint32(1) << (31 - b.depth)
+	lo := &bucket{depth: b.depth + 1, slots: make([]slot, len(b.slots))}
+	hi := &bucket{depth: b.depth + 1, slots: make([]slot, len(b.slots))}
+	for _, sl := range b.slots {
+		switch {
+		case sl.hash == 0:
+		case sl.hash&bit == 0:
+			lo.place(sl.hash, sl.rec)
+		default:
+			hi.place(sl.hash, sl.rec)
+		}
 	}
-	if c < len(s)+n {
-		c = len(s) + n
+	// The directory entries that pointed at b form one aligned run; the
+	// first half now points at lo, the second at hi.
+	run := 1 << (x.depth - b.depth)
+	start := int(h>>(32-x.depth)) &^ (run - 1)
+	for i := 0; i < run; i++ {
+		if i < run/2 {
+			x.dir[start+i] = lo
+		} else {
+			x.dir[start+i] = hi
+		}
 	}
-	if c < 8 {
-		c = 8
-	}
-	t := make([]T, len(s), c)
-	copy(t, s)
-	return t
 }

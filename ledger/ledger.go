@@ -60,6 +60,8 @@ type Result struct {
 	// the same fields and this call changed nothing.
 	Duplicate bool
 	// Allocations of a deduction in the current history, in draw order.
+	// The slice is the ledger's own buffer, valid until the next call that
+	// changes the ledger: copy what you keep. Appends then allocate nothing.
 	Allocations []Allocation
 }
 
@@ -69,22 +71,26 @@ type Result struct {
 //
 // See DESIGN.md for the representation.
 type Ledger struct {
-	grants []grant
-	deds   []deduction
+	grants chunks[grant]
+	deds   chunks[deduction]
 	ids    arena
 	gIndex index
 	dIndex index
 
 	// The applied timeline: every event with a timestamp <= frontier, in
 	// history order, as parallel arrays to keep inserts and scans cheap.
-	evTs       []int64
-	evRef      []uint32 // kind<<30 | record number
-	evAllocEnd []uint32 // allocations of events [0, i] end here
-	evBal      []int64  // balance after the event
+	ev timeline
+	// evChk[k] describes event k*chkEvery: its timestamp, for a two-level
+	// search whose first level stays in cache, and the balance before it.
+	// Balance after an event is that plus the deltas of its block, which the
+	// records give: a grant adds its amount, an accepted deduction takes
+	// exactly its amount, an expiration takes what its grant had left.
+	// Storing every balance would cost 8 bytes an event.
+	evChk []checkpoint
 
 	// Allocations of the deductions, in timeline order.
-	allocGrant []uint32
-	allocAmt   []int64
+	allocGrant chunks[uint32]
+	allocAmt   chunks[int64]
 
 	// Expirations later than frontier, sorted by (expiry, grant number).
 	pending     []uint32
@@ -95,6 +101,8 @@ type Ledger struct {
 	granted  int64 // sum of all grant amounts, to refuse overflowing totals
 
 	live liveHeap // live grants with something left, in draw order
+
+	scratch []Allocation // Result.Allocations
 }
 
 type grant struct {
@@ -141,23 +149,42 @@ func New() *Ledger {
 }
 
 // Len is the number of accepted grants and deductions.
-func (l *Ledger) Len() int { return len(l.grants) + len(l.deds) }
+func (l *Ledger) Len() int { return l.grants.len() + l.deds.len() }
 
 // Version counts accepted operations. It changes exactly when the history
 // does, so an owner can use it as an expected version for optimistic writes.
 func (l *Ledger) Version() uint64 { return uint64(l.Len()) }
 
 // Events is the number of events in the history, expirations included.
-func (l *Ledger) Events() int { return len(l.evTs) + len(l.pending) - l.pendingHead }
+func (l *Ledger) Events() int { return l.ev.n + len(l.pending) - l.pendingHead }
+
+// chkEvery is the spacing of checkpoints; a power of two.
+const chkEvery = 16
+
+type checkpoint struct {
+	ts  int64
+	bal int64
+}
 
 func (l *Ledger) grantID(g uint32) []byte {
-	r := &l.grants[g]
+	r := l.grants.at(g)
 	return l.ids.bytes(r.idOff, r.idLen)
 }
 
 func (l *Ledger) dedID(d uint32) []byte {
-	r := &l.deds[d]
+	r := l.deds.at(d)
 	return l.ids.bytes(r.idOff, r.idLen)
+}
+
+// grantName is the grant's id without a copy; see arena.str.
+func (l *Ledger) grantName(g uint32) string {
+	r := l.grants.at(g)
+	return l.ids.str(r.idOff, r.idLen)
+}
+
+func (l *Ledger) dedName(d uint32) string {
+	r := l.deds.at(d)
+	return l.ids.str(r.idOff, r.idLen)
 }
 
 func validateGrant(op Grant) error {
@@ -206,7 +233,7 @@ func (l *Ledger) CheckGrant(op Grant) error {
 }
 
 func (l *Ledger) sameGrant(g uint32, op Grant) error {
-	r := &l.grants[g]
+	r := l.grants.at(g)
 	if r.amount == op.Amount && r.ts == op.Timestamp && r.exp == op.ExpiresAt && r.prio == op.Priority {
 		return nil
 	}
@@ -228,22 +255,20 @@ func (l *Ledger) Grant(op Grant) (Result, error) {
 	if l.granted > math.MaxInt64-op.Amount {
 		return Result{}, invalid("amount", "total granted would overflow int64")
 	}
-	if len(l.grants) >= MaxRecords {
+	if l.grants.len() >= MaxRecords {
 		return Result{}, invalid("id", "too many grants for one user")
 	}
 	l.advance(op.Timestamp)
 
-	g := uint32(len(l.grants))
 	off, n := l.ids.add(op.ID)
-	l.grants = grow(l.grants, 1)
-	l.grants = append(l.grants, grant{
+	g := l.grants.push(grant{
 		amount: op.Amount, ts: op.Timestamp, exp: op.ExpiresAt, prio: op.Priority,
 		heapPos: -1, idOff: off, idLen: n,
 	})
 
 	p := l.position(op.Timestamp, KindGrant)
 	expApplied := op.ExpiresAt <= l.frontier
-	if p == len(l.evTs) && !expApplied {
+	if p == l.ev.n && !expApplied {
 		l.insertEvent(p, op.Timestamp, ref(KindGrant, g))
 		l.apply(p)
 	} else {
@@ -267,7 +292,7 @@ func (l *Ledger) Grant(op Grant) (Result, error) {
 		l.addPending(g)
 	}
 	l.granted += op.Amount
-	l.gIndex.insert(op.ID, g, l.grantID)
+	l.gIndex.insert(op.ID, g)
 	return Result{}, nil
 }
 
@@ -282,12 +307,12 @@ func (l *Ledger) CheckDeduction(op Deduction) error {
 	}
 	// A dry run is the real thing followed by its undo: nothing cheaper
 	// answers exactly.
-	_, err := l.deduct(op, true)
+	_, err := l.deduct(op, true, probe{})
 	return err
 }
 
 func (l *Ledger) sameDeduction(d uint32, op Deduction) error {
-	r := &l.deds[d]
+	r := l.deds.at(d)
 	if r.amount == op.Amount && r.ts == op.Timestamp {
 		return nil
 	}
@@ -300,29 +325,28 @@ func (l *Ledger) Deduct(op Deduction) (Result, error) {
 	if err := validateDeduction(op); err != nil {
 		return Result{}, err
 	}
-	if d, ok := l.dIndex.lookup(op.ID, l.dedID); ok {
+	d, ok, pr := l.dIndex.find(op.ID, l.dedID)
+	if ok {
 		if err := l.sameDeduction(d, op); err != nil {
 			return Result{}, err
 		}
 		return Result{Duplicate: true, Allocations: l.allocationsOf(d)}, nil
 	}
-	return l.deduct(op, false)
+	return l.deduct(op, false, pr)
 }
 
-func (l *Ledger) deduct(op Deduction, dryRun bool) (Result, error) {
-	if len(l.deds) >= MaxRecords {
+func (l *Ledger) deduct(op Deduction, dryRun bool, pr probe) (Result, error) {
+	if l.deds.len() >= MaxRecords {
 		return Result{}, invalid("id", "too many deductions for one user")
 	}
 	// Moving expirations into the applied timeline changes no answer, so a
 	// dry run may do it too.
 	l.advance(op.Timestamp)
-	d := uint32(len(l.deds))
 	off, n := l.ids.add(op.ID)
-	l.deds = grow(l.deds, 1)
-	l.deds = append(l.deds, deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: n})
+	d := l.deds.push(deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: n})
 
 	p := l.position(op.Timestamp, KindDeduction)
-	end := len(l.evTs)
+	end := l.ev.n
 	l.rewind(p)
 	l.insertEvent(p, op.Timestamp, ref(KindDeduction, d))
 	var bad int
@@ -336,7 +360,7 @@ func (l *Ledger) deduct(op Deduction, dryRun bool) (Result, error) {
 	}
 	if bad >= 0 || dryRun {
 		var err error
-		last := len(l.evTs) - 1
+		last := l.ev.n - 1
 		if bad >= 0 {
 			err = l.insufficient(bad)
 			last = bad
@@ -347,14 +371,15 @@ func (l *Ledger) deduct(op Deduction, dryRun bool) (Result, error) {
 		l.dropLastDeduction(off)
 		return Result{}, err
 	}
-	l.dIndex.insert(op.ID, d, l.dedID)
-	return Result{Allocations: l.allocationsAt(p)}, nil
+	l.dIndex.insertProbe(pr, d)
+	l.scratch = l.appendAllocations(l.scratch[:0], p)
+	return Result{Allocations: l.scratch}, nil
 }
 
 // nextPending is the earliest expiration not yet in the applied timeline.
 func (l *Ledger) nextPending() int64 {
 	if l.pendingHead < len(l.pending) {
-		return l.grants[l.pending[l.pendingHead]].exp
+		return l.grants.at(l.pending[l.pendingHead]).exp
 	}
 	return Never
 }
@@ -367,12 +392,12 @@ func (l *Ledger) advance(t int64) {
 	}
 	for l.pendingHead < len(l.pending) {
 		g := l.pending[l.pendingHead]
-		exp := l.grants[g].exp
+		exp := l.grants.at(g).exp
 		if exp > t {
 			break
 		}
 		l.pendingHead++
-		p := len(l.evTs)
+		p := l.ev.n
 		l.insertEvent(p, exp, ref(KindExpiration, g))
 		l.apply(p)
 	}
@@ -385,11 +410,10 @@ func (l *Ledger) advance(t int64) {
 }
 
 func (l *Ledger) addPending(g uint32) {
-	exp := l.grants[g].exp
+	exp := l.grants.at(g).exp
 	ps := l.pending[l.pendingHead:]
-	i := sort.Search(len(ps), func(i int) bool { return l.grants[ps[i]].exp > exp })
+	i := sort.Search(len(ps), func(i int) bool { return l.grants.at(ps[i]).exp > exp })
 	i += l.pendingHead
-	l.pending = grow(l.pending, 1)
 	l.pending = append(l.pending, 0)
 	copy(l.pending[i+1:], l.pending[i:])
 	l.pending[i] = g
@@ -399,56 +423,49 @@ func (l *Ledger) addPending(g uint32) {
 // sorts before or with it, so events of one kind at one timestamp keep
 // arrival order.
 func (l *Ledger) position(t int64, k EventKind) int {
-	n := len(l.evTs)
+	n := l.ev.n
 	// Fast path: appends at the end are the common case.
-	if n == 0 || l.evTs[n-1] < t || (l.evTs[n-1] == t && refKind(l.evRef[n-1]) <= k) {
+	if n == 0 || l.ev.at(n-1).ts < t || (l.ev.at(n-1).ts == t && refKind(l.ev.at(n-1).ref) <= k) {
 		return n
 	}
 	return sort.Search(n, func(i int) bool {
-		ti := l.evTs[i]
-		return ti > t || (ti == t && refKind(l.evRef[i]) > k)
+		ti := l.ev.at(i).ts
+		return ti > t || (ti == t && refKind(l.ev.at(i).ref) > k)
 	})
 }
 
 func (l *Ledger) insertEvent(p int, t int64, r uint32) {
-	n := len(l.evTs)
-	l.evTs = append(grow(l.evTs, 1), 0)
-	l.evRef = append(grow(l.evRef, 1), 0)
-	l.evAllocEnd = append(grow(l.evAllocEnd, 1), 0)
-	l.evBal = append(grow(l.evBal, 1), 0)
-	if p < n {
-		copy(l.evTs[p+1:], l.evTs[p:n])
-		copy(l.evRef[p+1:], l.evRef[p:n])
-		copy(l.evAllocEnd[p+1:], l.evAllocEnd[p:n])
-		copy(l.evBal[p+1:], l.evBal[p:n])
+	if l.ev.n&(chkEvery-1) == 0 {
+		l.evChk = append(l.evChk, checkpoint{})
 	}
-	l.evTs[p] = t
-	l.evRef[p] = r
+	if p == l.ev.n {
+		l.ev.push(event{ts: t, ref: r})
+	} else {
+		l.ev.insert(p, event{ts: t, ref: r})
+	}
 }
 
 func (l *Ledger) removeEvent(p int) {
-	l.evTs = append(l.evTs[:p], l.evTs[p+1:]...)
-	l.evRef = append(l.evRef[:p], l.evRef[p+1:]...)
-	l.evAllocEnd = append(l.evAllocEnd[:p], l.evAllocEnd[p+1:]...)
-	l.evBal = append(l.evBal[:p], l.evBal[p+1:]...)
+	l.ev.remove(p)
+	l.evChk = l.evChk[:(l.ev.n+chkEvery-1)/chkEvery]
 }
 
 // removeGrantEvents drops the grant's events from the (rewound) timeline.
 func (l *Ledger) removeGrantEvents(g uint32) {
-	for i := len(l.evRef) - 1; i >= 0; i-- {
-		if r := l.evRef[i]; refRec(r) == g && refKind(r) != KindDeduction {
+	for i := l.ev.n - 1; i >= 0; i-- {
+		if r := l.ev.at(i).ref; refRec(r) == g && refKind(r) != KindDeduction {
 			l.removeEvent(i)
 		}
 	}
 }
 
 func (l *Ledger) dropLastGrant(off uint32) {
-	l.grants = l.grants[:len(l.grants)-1]
+	l.grants.pop()
 	l.ids.truncate(off)
 }
 
 func (l *Ledger) dropLastDeduction(off uint32) {
-	l.deds = l.deds[:len(l.deds)-1]
+	l.deds.pop()
 	l.ids.truncate(off)
 }
 
@@ -456,65 +473,67 @@ func (l *Ledger) allocStart(p int) uint32 {
 	if p == 0 {
 		return 0
 	}
-	return l.evAllocEnd[p-1]
+	return l.ev.at(p-1).allocEnd
 }
 
 func (l *Ledger) truncateAllocs(p int) {
 	s := l.allocStart(p)
-	l.allocGrant = l.allocGrant[:s]
-	l.allocAmt = l.allocAmt[:s]
+	l.allocGrant.truncate(int(s))
+	l.allocAmt.truncate(int(s))
 }
 
 // apply replays event p onto the state, which must be that after event p-1.
 // It reports false if p is a deduction the live grants cannot meet; the
 // event's partial draws are then recorded so that rewind undoes them.
 func (l *Ledger) apply(p int) bool {
-	r := l.evRef[p]
+	if p&(chkEvery-1) == 0 {
+		l.evChk[p/chkEvery] = checkpoint{ts: l.ev.at(p).ts, bal: l.balance}
+	}
+	r := l.ev.at(p).ref
 	rec := refRec(r)
 	ok := true
 	switch refKind(r) {
 	case KindGrant:
-		g := &l.grants[rec]
+		g := l.grants.at(rec)
 		g.state = stateLive
 		g.remaining = g.amount
 		l.balance += g.amount
 		l.live.push(rec)
 	case KindExpiration:
-		g := &l.grants[rec]
+		g := l.grants.at(rec)
 		g.state = stateExpired
 		if g.heapPos >= 0 {
 			l.live.remove(int(g.heapPos))
 		}
 		l.balance -= g.remaining
 	case KindDeduction:
-		need := l.deds[rec].amount
+		need := l.deds.at(rec).amount
 		for need > 0 && len(l.live.h) > 0 {
 			top := l.live.h[0]
-			g := &l.grants[top]
+			g := l.grants.at(top)
 			take := min(need, g.remaining)
 			g.remaining -= take
 			need -= take
 			l.balance -= take
-			l.allocGrant = append(grow(l.allocGrant, 1), top)
-			l.allocAmt = append(grow(l.allocAmt, 1), take)
+			l.allocGrant.push(top)
+			l.allocAmt.push(take)
 			if g.remaining == 0 {
 				l.live.pop()
 			}
 		}
 		ok = need == 0
 	}
-	l.evAllocEnd[p] = uint32(len(l.allocGrant))
-	l.evBal[p] = l.balance
+	l.ev.at(p).allocEnd = uint32(l.allocGrant.len())
 	return ok
 }
 
 // undo reverts event p; the state must be that after event p.
 func (l *Ledger) undo(p int) {
-	r := l.evRef[p]
+	r := l.ev.at(p).ref
 	rec := refRec(r)
 	switch refKind(r) {
 	case KindGrant:
-		g := &l.grants[rec]
+		g := l.grants.at(rec)
 		if g.heapPos >= 0 {
 			l.live.remove(int(g.heapPos))
 		}
@@ -522,18 +541,19 @@ func (l *Ledger) undo(p int) {
 		g.remaining = 0
 		g.state = stateUnapplied
 	case KindExpiration:
-		g := &l.grants[rec]
+		g := l.grants.at(rec)
 		g.state = stateLive
 		l.balance += g.remaining
 		if g.remaining > 0 {
 			l.live.push(rec)
 		}
 	case KindDeduction:
-		for a := int(l.evAllocEnd[p]) - 1; a >= int(l.allocStart(p)); a-- {
-			gi := l.allocGrant[a]
-			g := &l.grants[gi]
-			g.remaining += l.allocAmt[a]
-			l.balance += l.allocAmt[a]
+		for a := int(l.ev.at(p).allocEnd) - 1; a >= int(l.allocStart(p)); a-- {
+			gi := *l.allocGrant.at(uint32(a))
+			g := l.grants.at(gi)
+			amt := *l.allocAmt.at(uint32(a))
+			g.remaining += amt
+			l.balance += amt
 			if g.heapPos < 0 {
 				l.live.push(gi)
 			}
@@ -542,7 +562,7 @@ func (l *Ledger) undo(p int) {
 }
 
 // rewind undoes the events from the end of the timeline back to p.
-func (l *Ledger) rewind(p int) { l.undoRange(len(l.evTs)-1, p) }
+func (l *Ledger) rewind(p int) { l.undoRange(l.ev.n-1, p) }
 
 // undoRange undoes events hi down to lo; the state must be that after hi.
 func (l *Ledger) undoRange(hi, lo int) {
@@ -557,7 +577,7 @@ func (l *Ledger) undoRange(hi, lo int) {
 // draws, which are recorded so that undoRange(bad, p) reverts exactly.
 func (l *Ledger) forward(p int) int {
 	l.truncateAllocs(p)
-	for i := p; i < len(l.evTs); i++ {
+	for i := p; i < l.ev.n; i++ {
 		if !l.apply(i) {
 			return i
 		}
@@ -566,11 +586,11 @@ func (l *Ledger) forward(p int) int {
 }
 
 func (l *Ledger) insufficient(p int) error {
-	d := refRec(l.evRef[p])
+	d := refRec(l.ev.at(p).ref)
 	var paid int64
-	for a := l.allocStart(p); a < l.evAllocEnd[p]; a++ {
-		paid += l.allocAmt[a]
+	for a := l.allocStart(p); a < l.ev.at(p).allocEnd; a++ {
+		paid += *l.allocAmt.at(a)
 	}
-	r := &l.deds[d]
+	r := l.deds.at(d)
 	return &InsufficientCreditsError{DeductionID: string(l.dedID(d)), At: r.ts, Shortfall: r.amount - paid}
 }

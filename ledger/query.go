@@ -2,13 +2,29 @@ package ledger
 
 import "sort"
 
-// upperBound is the number of applied events with a timestamp <= t.
+// upperBound is the number of applied events with a timestamp <= t. It
+// searches the checkpoints first (small enough to stay in cache), then one
+// block of the timeline.
 func (l *Ledger) upperBound(t int64) int {
-	ts := l.evTs
-	lo, hi := 0, len(ts)
+	chk := l.evChk
+	lo, hi := 0, len(chk)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if ts[m] <= t {
+		if chk[m].ts <= t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	// Every event before block lo-1 is <= t, every event from block lo on
+	// is > t.
+	if lo == 0 {
+		return 0
+	}
+	lo, hi = (lo-1)*chkEvery, min(lo*chkEvery, l.ev.n)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if l.ev.at(m).ts <= t {
 			lo = m + 1
 		} else {
 			hi = m
@@ -24,7 +40,7 @@ func (l *Ledger) Balance(t int64) int64 {
 	if t >= l.frontier {
 		b := l.balance
 		for _, g := range l.pending[l.pendingHead:] {
-			r := &l.grants[g]
+			r := l.grants.at(g)
 			if r.exp > t {
 				break
 			}
@@ -36,7 +52,30 @@ func (l *Ledger) Balance(t int64) int64 {
 	if i == 0 {
 		return 0
 	}
-	return l.evBal[i-1]
+	return l.balanceAfter(i - 1)
+}
+
+// balanceAfter is the balance after applied event i, from the checkpoint
+// before it and the deltas of the events between.
+func (l *Ledger) balanceAfter(i int) int64 {
+	b := l.evChk[i/chkEvery].bal
+	for j := i &^ (chkEvery - 1); j <= i; j++ {
+		b += l.delta(j)
+	}
+	return b
+}
+
+// delta is what event j did to the balance, in a consistent state.
+func (l *Ledger) delta(j int) int64 {
+	r := l.ev.at(j).ref
+	switch refKind(r) {
+	case KindGrant:
+		return l.grants.at(refRec(r)).amount
+	case KindDeduction:
+		return -l.deds.at(refRec(r)).amount
+	default:
+		return -l.grants.at(refRec(r)).remaining
+	}
 }
 
 // GrantBalance is one grant's part of a balance.
@@ -59,7 +98,7 @@ func (l *Ledger) Breakdown(t int64) []GrantBalance {
 	add := map[uint32]int64{}
 	if t >= l.frontier {
 		for _, g := range l.live.h {
-			if l.grants[g].exp > t {
+			if l.grants.at(g).exp > t {
 				gs = append(gs, g)
 			}
 		}
@@ -75,22 +114,22 @@ func (l *Ledger) Breakdown(t int64) []GrantBalance {
 		for _, g := range l.live.h {
 			consider(g)
 		}
-		for j := len(l.evTs) - 1; j >= i; j-- {
-			r := l.evRef[j]
+		for j := l.ev.n - 1; j >= i; j-- {
+			r := l.ev.at(j).ref
 			switch refKind(r) {
 			case KindExpiration:
 				consider(refRec(r))
 			case KindDeduction:
-				for a := l.allocStart(j); a < l.evAllocEnd[j]; a++ {
-					g := l.allocGrant[a]
-					add[g] += l.allocAmt[a]
+				for a := l.allocStart(j); a < l.ev.at(j).allocEnd; a++ {
+					g := *l.allocGrant.at(a)
+					add[g] += *l.allocAmt.at(a)
 					consider(g)
 				}
 			}
 		}
 		kept := gs[:0]
 		for _, g := range gs {
-			r := &l.grants[g]
+			r := l.grants.at(g)
 			if r.ts <= t && t < r.exp && r.remaining+add[g] > 0 {
 				kept = append(kept, g)
 			}
@@ -100,9 +139,9 @@ func (l *Ledger) Breakdown(t int64) []GrantBalance {
 	sort.Slice(gs, func(i, j int) bool { return l.drawsBefore(gs[i], gs[j]) })
 	out := make([]GrantBalance, len(gs))
 	for i, g := range gs {
-		r := &l.grants[g]
+		r := l.grants.at(g)
 		out[i] = GrantBalance{
-			ID: string(l.grantID(g)), Remaining: r.remaining + add[g],
+			ID: l.grantName(g), Remaining: r.remaining + add[g],
 			Timestamp: r.ts, ExpiresAt: r.exp, Priority: r.prio,
 		}
 	}
@@ -151,15 +190,23 @@ func (l *Ledger) History(from, to int64, skip, limit int) (evs []Event, next int
 	if from <= 0 {
 		i = 0
 	}
-	for ; i < len(l.evTs) && l.evTs[i] < to; i++ {
-		if !emit(l.eventAt(i)) {
+	var bal int64
+	if i < l.ev.n {
+		bal = l.evChk[i/chkEvery].bal
+		for j := i &^ (chkEvery - 1); j < i; j++ {
+			bal += l.delta(j)
+		}
+	}
+	for ; i < l.ev.n && l.ev.at(i).ts < to; i++ {
+		bal += l.delta(i)
+		if !emit(l.eventAt(i, bal)) {
 			break
 		}
 	}
-	if !more && i == len(l.evTs) {
+	if !more && i == l.ev.n {
 		b := l.balance
 		for _, g := range l.pending[l.pendingHead:] {
-			r := &l.grants[g]
+			r := l.grants.at(g)
 			if r.exp >= to {
 				break
 			}
@@ -167,7 +214,7 @@ func (l *Ledger) History(from, to int64, skip, limit int) (evs []Event, next int
 			if r.exp < from {
 				continue
 			}
-			e := Event{Kind: KindExpiration, ID: string(l.grantID(g)), Timestamp: r.exp, Amount: r.remaining, BalanceAfter: b}
+			e := Event{Kind: KindExpiration, ID: l.grantName(g), Timestamp: r.exp, Amount: r.remaining, BalanceAfter: b}
 			if !emit(e) {
 				break
 			}
@@ -186,29 +233,31 @@ func (l *Ledger) History(from, to int64, skip, limit int) (evs []Event, next int
 	return evs, next, nextSkip, more
 }
 
-func (l *Ledger) eventAt(i int) Event {
-	r := l.evRef[i]
+func (l *Ledger) eventAt(i int, balanceAfter int64) Event {
+	r := l.ev.at(i).ref
 	rec := refRec(r)
-	e := Event{Kind: refKind(r), Timestamp: l.evTs[i], BalanceAfter: l.evBal[i]}
+	e := Event{Kind: refKind(r), Timestamp: l.ev.at(i).ts, BalanceAfter: balanceAfter}
 	switch e.Kind {
 	case KindGrant:
-		g := &l.grants[rec]
-		e.ID, e.Amount, e.ExpiresAt, e.Priority = string(l.grantID(rec)), g.amount, g.exp, g.prio
+		g := l.grants.at(rec)
+		e.ID, e.Amount, e.ExpiresAt, e.Priority = l.grantName(rec), g.amount, g.exp, g.prio
 	case KindExpiration:
-		g := &l.grants[rec]
-		e.ID, e.Amount = string(l.grantID(rec)), g.remaining
+		g := l.grants.at(rec)
+		e.ID, e.Amount = l.grantName(rec), g.remaining
 	case KindDeduction:
-		d := &l.deds[rec]
-		e.ID, e.Amount, e.Allocations = string(l.dedID(rec)), d.amount, l.allocationsAt(i)
+		d := l.deds.at(rec)
+		e.ID, e.Amount, e.Allocations = l.dedName(rec), d.amount, l.appendAllocations(nil, i)
 	}
 	return e
 }
 
-func (l *Ledger) allocationsAt(p int) []Allocation {
-	s, e := l.allocStart(p), l.evAllocEnd[p]
-	out := make([]Allocation, 0, e-s)
+func (l *Ledger) appendAllocations(out []Allocation, p int) []Allocation {
+	s, e := l.allocStart(p), l.ev.at(p).allocEnd
+	if out == nil {
+		out = make([]Allocation, 0, e-s)
+	}
 	for a := s; a < e; a++ {
-		out = append(out, Allocation{GrantID: string(l.grantID(l.allocGrant[a])), Amount: l.allocAmt[a]})
+		out = append(out, Allocation{GrantID: l.grantName(*l.allocGrant.at(a)), Amount: *l.allocAmt.at(a)})
 	}
 	return out
 }
@@ -216,9 +265,10 @@ func (l *Ledger) allocationsAt(p int) []Allocation {
 // allocationsOf finds deduction d in the timeline and returns its draws.
 func (l *Ledger) allocationsOf(d uint32) []Allocation {
 	want := ref(KindDeduction, d)
-	for i := l.position(l.deds[d].ts, KindDeduction) - 1; i >= 0; i-- {
-		if l.evRef[i] == want {
-			return l.allocationsAt(i)
+	for i := l.position(l.deds.at(d).ts, KindDeduction) - 1; i >= 0; i-- {
+		if l.ev.at(i).ref == want {
+			l.scratch = l.appendAllocations(l.scratch[:0], i)
+			return l.scratch
 		}
 	}
 	return nil
