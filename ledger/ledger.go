@@ -473,7 +473,7 @@ func (l *Ledger) allocStart(p int) uint32 {
 	if p == 0 {
 		return 0
 	}
-	return l.ev.at(p-1).allocEnd
+	return l.ev.at(p - 1).allocEnd
 }
 
 func (l *Ledger) truncateAllocs(p int) {
