@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/crc32"
 	"slices"
@@ -254,12 +255,12 @@ func (l *Ledger) rebuild() int {
 	// grants and expirations that share a timestamp.
 	slices.SortFunc(gev, func(a, b ev) int {
 		if a.ts != b.ts {
-			return cmp64(a.ts, b.ts)
+			return cmp.Compare(a.ts, b.ts)
 		}
 		return int(a.ref) - int(b.ref)
 	})
 	slices.SortFunc(l.pending, func(a, b uint32) int {
-		if c := cmp64(l.grants.at(a).exp, l.grants.at(b).exp); c != 0 {
+		if c := cmp.Compare(l.grants.at(a).exp, l.grants.at(b).exp); c != 0 {
 			return c
 		}
 		return int(a) - int(b)

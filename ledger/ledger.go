@@ -376,14 +376,6 @@ func (l *Ledger) deduct(op Deduction, dryRun bool, pr probe) (Result, error) {
 	return Result{Allocations: l.scratch}, nil
 }
 
-// nextPending is the earliest expiration not yet in the applied timeline.
-func (l *Ledger) nextPending() int64 {
-	if l.pendingHead < len(l.pending) {
-		return l.grants.at(l.pending[l.pendingHead]).exp
-	}
-	return Never
-}
-
 // advance moves the frontier to t, applying the expirations up to t. The
 // timeline is fully applied before and after.
 func (l *Ledger) advance(t int64) {
