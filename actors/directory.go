@@ -1,0 +1,245 @@
+// Package actors serves each user through a virtual actor: activated on
+// first use on this node, serialising the user's requests, keeping the
+// user's ledger as a cache of the replicated log, and passivated when idle.
+//
+// Correctness never rests on an actor being the only one: writes are
+// proposed with the version the actor validated against, and the
+// replicated state machine refuses a stale version (see DESIGN.md).
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ration/ration/ledger"
+	"github.com/ration/ration/raftfsm"
+)
+
+// Replica is the replicated state the actors write through and read from.
+type Replica interface {
+	// ShardOf is the shard that owns a user.
+	ShardOf(user string) uint32
+	// Propose replicates op and returns Apply's verdict.
+	Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, error)
+	// ReadBarrier returns once the local state reflects every write
+	// acknowledged before the call, or fails if this node cannot know that.
+	ReadBarrier(ctx context.Context, shard uint32) error
+	// LogSince returns the user's version and its operations after from.
+	LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp)
+}
+
+// ErrOutcomeUnknown reports a write that may or may not have been applied:
+// retrying it with the same id is safe and tells which.
+var ErrOutcomeUnknown = errors.New("outcome unknown: retry with the same id")
+
+// ErrStopped is returned once the directory is shutting down.
+var ErrStopped = errors.New("actors: directory stopped")
+
+// Options tune a Directory.
+type Options struct {
+	// IdleTimeout passivates an actor that received nothing for this long.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds a request whose context has no deadline.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+}
+
+// Directory activates user actors on demand and routes requests to them.
+// It is this node's identity lookup: the cluster layer sends a user's
+// requests to the node that leads the user's shard, and there the
+// directory holds at most one activation per user.
+type Directory struct {
+	sys  *actor.ActorSystem
+	rep  Replica
+	opts Options
+	log  *slog.Logger
+	met  *metrics
+
+	mu     sync.Mutex
+	pids   map[string]*actor.PID
+	shard  map[string]uint32
+	closed bool
+}
+
+// New starts a directory over rep.
+func New(rep Replica, opts Options) *Directory {
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	quiet := opts.Logger.With("component", "protoactor")
+	sys := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }),
+		actor.WithDeadLetterRequestLogging(false),
+	)
+	return &Directory{
+		sys: sys, rep: rep, opts: opts, log: opts.Logger,
+		met:   newMetrics(opts.Registerer),
+		pids:  map[string]*actor.PID{},
+		shard: map[string]uint32{},
+	}
+}
+
+// activate returns the user's actor, spawning it if needed.
+func (d *Directory) activate(user string) (*actor.PID, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrStopped
+	}
+	if pid, ok := d.pids[user]; ok {
+		return pid, nil
+	}
+	shard := d.rep.ShardOf(user)
+	a := &userActor{dir: d, user: user, shard: shard}
+	// Spawned unnamed: a name would collide with a passivating activation
+	// that has not yet been removed from the process registry.
+	pid := d.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
+	d.pids[user] = pid
+	d.shard[user] = shard
+	d.met.activations.Inc()
+	d.met.active.Inc()
+	return pid, nil
+}
+
+// forget removes the user's activation if it is still pid. The actor calls
+// it before it stops, so no new request is routed to a stopping actor.
+func (d *Directory) forget(user string, pid *actor.PID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.pids[user]; ok && cur.Equal(pid) {
+		delete(d.pids, user)
+		delete(d.shard, user)
+		d.met.active.Dec()
+	}
+}
+
+// call sends req to the user's actor and waits for its reply. A request
+// that reaches an actor which stopped in the meantime is sent again to a
+// fresh activation: requests are idempotent by id.
+func (d *Directory) call(ctx context.Context, user string, req *request) (*reply, error) {
+	if !ledger.ValidID(user) {
+		return nil, &ledger.InvalidArgumentError{Field: "user", Reason: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"}
+	}
+	req.ctx = ctx
+	timeout := d.opts.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		pid, err := d.activate(user)
+		if err != nil {
+			return nil, err
+		}
+		res, err := d.sys.Root.RequestFuture(pid, req, timeout).Result()
+		switch {
+		case errors.Is(err, actor.ErrDeadLetter) && attempt < 5:
+			continue
+		case errors.Is(err, actor.ErrTimeout):
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("user %s: %w", user, context.DeadlineExceeded)
+		case err != nil:
+			return nil, fmt.Errorf("user %s: %w", user, err)
+		}
+		rep := res.(*reply)
+		return rep, rep.err
+	}
+}
+
+// PassivateShard stops the actors of a shard, for instance when this node
+// stops leading it: their caches would go stale as another leader writes.
+func (d *Directory) PassivateShard(shard uint32) {
+	d.mu.Lock()
+	var pids []*actor.PID
+	for user, s := range d.shard {
+		if s == shard {
+			pids = append(pids, d.pids[user])
+			delete(d.pids, user)
+			delete(d.shard, user)
+			d.met.active.Dec()
+		}
+	}
+	d.mu.Unlock()
+	for _, pid := range pids {
+		d.sys.Root.Poison(pid)
+	}
+}
+
+// Active is the number of activated users.
+func (d *Directory) Active() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pids)
+}
+
+// Shutdown stops taking requests and stops every actor, letting each
+// finish the requests already in its mailbox, until ctx ends.
+func (d *Directory) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closed = true
+	pids := make([]*actor.PID, 0, len(d.pids))
+	for _, pid := range d.pids {
+		pids = append(pids, pid)
+	}
+	clear(d.pids)
+	clear(d.shard)
+	d.mu.Unlock()
+	var futures []*actor.Future
+	for _, pid := range pids {
+		futures = append(futures, d.sys.Root.PoisonFuture(pid))
+	}
+	for _, f := range futures {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_ = f.Wait()
+	}
+	d.sys.Shutdown()
+	return nil
+}
+
+type metrics struct {
+	activations  prometheus.Counter
+	passivations prometheus.Counter
+	active       prometheus.Gauge
+	reloads      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		activations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_actor_activations_total", Help: "User actors activated.",
+		}),
+		passivations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_actor_passivations_total", Help: "User actors passivated after being idle.",
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ration_actors_active", Help: "User actors currently activated.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ration_actor_reloads_total", Help: "Ledger caches rebuilt from the replicated log, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.activations, m.passivations, m.active, m.reloads)
+	}
+	return m
+}

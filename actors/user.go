@@ -1,0 +1,250 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/ration/ration/ledger"
+	"github.com/ration/ration/raftfsm"
+)
+
+type opKind uint8
+
+const (
+	opGrant opKind = iota
+	opDeduct
+	opBalance
+	opHistory
+)
+
+type request struct {
+	ctx         context.Context
+	kind        opKind
+	grant       ledger.Grant
+	deduction   ledger.Deduction
+	at          int64
+	stale       bool
+	from, to    int64
+	skip, limit int
+}
+
+type reply struct {
+	err       error
+	duplicate bool
+	version   uint64
+	allocs    []ledger.Allocation
+	balance   int64
+	grants    []ledger.GrantBalance
+	events    []ledger.Event
+	next      int64
+	nextSkip  int
+	more      bool
+}
+
+// maxWriteAttempts bounds the retries of one write after version
+// mismatches, which only happen while another activation of the user
+// writes: during a leadership change.
+const maxWriteAttempts = 16
+
+// userActor serves one user. Its ledger caches the first version
+// operations of the user's replicated log, nothing else: an operation
+// applied to it optimistically and not committed is dropped with the cache.
+type userActor struct {
+	dir     *Directory
+	user    string
+	shard   uint32
+	l       *ledger.Ledger
+	version uint64
+}
+
+func (a *userActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(a.dir.opts.IdleTimeout)
+	case *actor.ReceiveTimeout:
+		// Unregister first so that no new request is routed here, then
+		// poison: requests already queued are served before the stop.
+		a.dir.forget(a.user, ctx.Self())
+		a.dir.met.passivations.Inc()
+		ctx.CancelReceiveTimeout()
+		ctx.Poison(ctx.Self())
+	case *request:
+		ctx.Respond(a.handle(m))
+	}
+}
+
+func (a *userActor) handle(req *request) *reply {
+	switch req.kind {
+	case opGrant, opDeduct:
+		return a.write(req)
+	case opBalance:
+		if err := a.sync(req.ctx, !req.stale); err != nil {
+			return &reply{err: err}
+		}
+		r := &reply{version: a.version, balance: a.l.Balance(req.at), grants: a.l.Breakdown(req.at)}
+		return r
+	case opHistory:
+		if err := a.sync(req.ctx, !req.stale); err != nil {
+			return &reply{err: err}
+		}
+		evs, next, nextSkip, more := a.l.History(req.from, req.to, req.skip, req.limit)
+		return &reply{version: a.version, events: evs, next: next, nextSkip: nextSkip, more: more}
+	}
+	return &reply{err: fmt.Errorf("actors: unknown request kind %d", req.kind)}
+}
+
+func (a *userActor) write(req *request) *reply {
+	ctx := req.ctx
+	proposed := false
+	var lastErr error
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return &reply{err: fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)}
+			}
+		}
+		// A fresh activation reads behind a barrier: after a leadership
+		// change the local log must hold every acknowledged write before
+		// the cache decides anything.
+		if err := a.sync(ctx, a.l == nil); err != nil {
+			if proposed {
+				return &reply{err: fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)}
+			}
+			return &reply{err: err}
+		}
+		before := a.version
+		var res ledger.Result
+		var err error
+		if req.kind == opGrant {
+			res, err = a.l.Grant(req.grant)
+		} else {
+			res, err = a.l.Deduct(req.deduction)
+		}
+		if err != nil {
+			// A refusal is an answer too and must be linearizable: refuse
+			// only on a cache known to be current.
+			changed, serr := a.syncChanged(ctx, true)
+			if serr != nil {
+				return &reply{err: serr}
+			}
+			if changed {
+				continue
+			}
+			return &reply{err: err, version: a.version}
+		}
+		allocs := slices.Clone(res.Allocations)
+		if res.Duplicate {
+			// The cache holds committed operations only, so the operation
+			// is in the log: applied by an earlier request, or by this one
+			// if an earlier attempt's outcome was unknown.
+			return &reply{duplicate: !proposed, version: a.version, allocs: allocs}
+		}
+		op := raftfsm.Op{User: a.user, ExpectedVersion: before}
+		if req.kind == opGrant {
+			g := req.grant
+			op.Grant = &g
+		} else {
+			d := req.deduction
+			op.Deduction = &d
+		}
+		out, err := a.dir.rep.Propose(ctx, op)
+		switch {
+		case err == nil && out.Applied:
+			a.version = out.Version
+			return &reply{version: a.version, allocs: allocs}
+		case err == nil && out.Err != nil:
+			a.drop("invalid")
+			return &reply{err: fmt.Errorf("actors: replica refused a validated op: %w", out.Err)}
+		case err == nil:
+			// Another activation wrote first: catch up and decide again.
+			a.drop("version-mismatch")
+		default:
+			a.drop("propose-failed")
+			proposed = true
+			lastErr = err
+			if ctx.Err() != nil {
+				return &reply{err: fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)}
+			}
+			// The next attempt reloads behind a barrier; the log then
+			// tells whether this op landed (it comes back as a duplicate).
+		}
+	}
+	if lastErr != nil {
+		return &reply{err: fmt.Errorf("%w: %v", ErrOutcomeUnknown, lastErr)}
+	}
+	return &reply{err: fmt.Errorf("actors: user %s: version kept changing over %d attempts: %w", a.user, maxWriteAttempts, ErrOutcomeUnknown)}
+}
+
+// drop forgets the cache; the next sync rebuilds it from the log.
+func (a *userActor) drop(reason string) {
+	a.l, a.version = nil, 0
+	a.dir.met.reloads.WithLabelValues(reason).Inc()
+}
+
+func (a *userActor) sync(ctx context.Context, barrier bool) error {
+	_, err := a.syncChanged(ctx, barrier)
+	return err
+}
+
+// syncChanged brings the cache up to the local replica's log of the user,
+// after a read barrier if asked, and says whether anything was added.
+func (a *userActor) syncChanged(ctx context.Context, barrier bool) (bool, error) {
+	if barrier {
+		if err := a.dir.rep.ReadBarrier(ctx, a.shard); err != nil {
+			return false, err
+		}
+	}
+	if a.l == nil {
+		a.l, a.version = ledger.New(), 0
+	}
+	v, ops := a.dir.rep.LogSince(a.shard, a.user, a.version)
+	if v < a.version {
+		// The replica holds less than the cache: only a restore from an
+		// older snapshot can do that. Start over from the replica.
+		a.drop("replica-behind")
+		a.l = ledger.New()
+		v, ops = a.dir.rep.LogSince(a.shard, a.user, 0)
+	}
+	if len(ops) == 0 {
+		return false, nil
+	}
+	for i, op := range ops {
+		var err error
+		switch {
+		case op.Grant != nil:
+			_, err = a.l.Grant(*op.Grant)
+		case op.Deduction != nil:
+			_, err = a.l.Deduct(*op.Deduction)
+		}
+		if err != nil {
+			// Every logged op was validated against exactly this prefix.
+			a.drop("replay-failed")
+			return false, fmt.Errorf("actors: user %s: logged op %d does not replay: %w", a.user, a.version+uint64(i), errors.Join(err, errReplay))
+		}
+	}
+	a.version = v
+	return true, nil
+}
+
+var errReplay = errors.New("replicated log does not replay")
+
+// backoff waits before retry attempt n (n >= 1): full jitter over an
+// exponential window from 1 ms to 256 ms, so that two activations of one
+// user racing each other stop colliding.
+func backoff(ctx context.Context, n int) error {
+	window := time.Millisecond << min(n-1, 8)
+	t := time.NewTimer(rand.N(window) + time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
