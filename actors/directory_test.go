@@ -108,10 +108,10 @@ func TestVectorsThroughActors(t *testing.T) {
 		Scenarios []struct {
 			Name, User string
 			Steps      []struct {
-				Op, ID, Expect                string
+				Op, ID, Expect                 string
 				Amount, Timestamp, At, Balance int64
-				ExpiresAt                     *int64 `json:"expires_at"`
-				Priority                      *int32
+				ExpiresAt                      *int64 `json:"expires_at"`
+				Priority                       *int32
 			}
 		}
 	}
