@@ -5,78 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
+	"github.com/ration/ration/actors/actorstest"
 	"github.com/ration/ration/ledger"
-	"github.com/ration/ration/raftfsm"
 )
-
-// fakeReplica applies proposals straight through real raftfsm shards, one
-// at a time, in the order they arrive: a single-node raft without the raft.
-type fakeReplica struct {
-	mu     sync.Mutex
-	shards []*raftfsm.Shard
-	index  uint64
-
-	// Fault injection.
-	failBefore atomic.Int32 // fail this many proposals without applying
-	loseReply  atomic.Int32 // apply this many, then report failure
-	proposals  atomic.Int64
-}
-
-var errInjected = errors.New("injected failure")
-
-func newFakeReplica(n int) *fakeReplica {
-	r := &fakeReplica{}
-	for i := 0; i < n; i++ {
-		r.shards = append(r.shards, raftfsm.New(nil))
-	}
-	return r
-}
-
-func (r *fakeReplica) ShardOf(user string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(user))
-	return h.Sum32() % uint32(len(r.shards))
-}
-
-func (r *fakeReplica) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, error) {
-	r.proposals.Add(1)
-	if r.failBefore.Add(-1) >= 0 {
-		return raftfsm.OpResult{}, errInjected
-	}
-	data, err := raftfsm.EncodeBatch([]raftfsm.Op{op})
-	if err != nil {
-		return raftfsm.OpResult{}, err
-	}
-	r.mu.Lock()
-	r.index++
-	resp := r.shards[r.ShardOf(op.User)].FSM().Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
-	r.mu.Unlock()
-	if r.loseReply.Add(-1) >= 0 {
-		return raftfsm.OpResult{}, errInjected
-	}
-	switch v := resp.(type) {
-	case []raftfsm.OpResult:
-		return v[0], nil
-	case error:
-		return raftfsm.OpResult{}, v
-	}
-	return raftfsm.OpResult{}, fmt.Errorf("unexpected response %T", resp)
-}
-
-func (r *fakeReplica) ReadBarrier(ctx context.Context, shard uint32) error { return ctx.Err() }
-
-func (r *fakeReplica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {
-	return r.shards[shard].LogSince(user, from)
-}
 
 func newDir(t *testing.T, rep Replica, idle time.Duration) *Directory {
 	d := New(rep, Options{IdleTimeout: idle})
@@ -118,7 +54,7 @@ func TestVectorsThroughActors(t *testing.T) {
 	if err := json.Unmarshal(data, &v); err != nil {
 		t.Fatal(err)
 	}
-	rep := newFakeReplica(4)
+	rep := actorstest.NewReplica(4)
 	d := newDir(t, rep, time.Minute)
 	ctx := context.Background()
 	for _, sc := range v.Scenarios {
@@ -153,14 +89,14 @@ func TestVectorsThroughActors(t *testing.T) {
 // (as during a leadership change), retries racing each other, and replies
 // lost after apply: credits are never overspent and no id applies twice.
 func TestConcurrentWritersNeverOverspend(t *testing.T) {
-	rep := newFakeReplica(2)
+	rep := actorstest.NewReplica(2)
 	dirs := []*Directory{newDir(t, rep, time.Minute), newDir(t, rep, time.Minute)}
 	ctx := context.Background()
 	const user, credits = "racer", 100
 	if _, err := dirs[0].Grant(ctx, user, ledger.Grant{ID: "g", Amount: credits, Timestamp: 0, ExpiresAt: ledger.Never}); err != nil {
 		t.Fatal(err)
 	}
-	rep.loseReply.Store(5)
+	rep.LoseReply.Store(5)
 	var okIDs, refusedIDs sync.Map
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
@@ -226,7 +162,7 @@ func TestConcurrentWritersNeverOverspend(t *testing.T) {
 }
 
 func TestFailedProposalIsRetriedOrReported(t *testing.T) {
-	rep := newFakeReplica(1)
+	rep := actorstest.NewReplica(1)
 	d := newDir(t, rep, time.Minute)
 	ctx := context.Background()
 	if _, err := d.Grant(ctx, "u", ledger.Grant{ID: "g", Amount: 10, ExpiresAt: ledger.Never}); err != nil {
@@ -234,13 +170,13 @@ func TestFailedProposalIsRetriedOrReported(t *testing.T) {
 	}
 	// Applied, reply lost: the actor finds it in the log and reports it as
 	// this request's success, not as a duplicate.
-	rep.loseReply.Store(1)
+	rep.LoseReply.Store(1)
 	r, err := d.Deduct(ctx, "u", ledger.Deduction{ID: "d1", Amount: 3, Timestamp: 1})
 	if err != nil || r.Duplicate || len(r.Allocations) != 1 {
 		t.Fatalf("lost reply: %+v %v", r, err)
 	}
 	// Not applied: the actor proposes again.
-	rep.failBefore.Store(1)
+	rep.FailBefore.Store(1)
 	r, err = d.Deduct(ctx, "u", ledger.Deduction{ID: "d2", Amount: 3, Timestamp: 2})
 	if err != nil || r.Duplicate {
 		t.Fatalf("failed before apply: %+v %v", r, err)
@@ -254,14 +190,14 @@ func TestFailedProposalIsRetriedOrReported(t *testing.T) {
 		t.Fatalf("version %d, want 3", v)
 	}
 	// Failing every attempt ends with outcome unknown.
-	rep.failBefore.Store(100)
+	rep.FailBefore.Store(100)
 	if _, err := d.Deduct(ctx, "u", ledger.Deduction{ID: "d3", Amount: 1, Timestamp: 3}); !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("got %v, want outcome unknown", err)
 	}
 }
 
 func TestPassivationAndReactivation(t *testing.T) {
-	rep := newFakeReplica(1)
+	rep := actorstest.NewReplica(1)
 	d := newDir(t, rep, 30*time.Millisecond)
 	ctx := context.Background()
 	if _, err := d.Grant(ctx, "sleepy", ledger.Grant{ID: "g", Amount: 7, ExpiresAt: ledger.Never}); err != nil {
