@@ -1,0 +1,358 @@
+// Package client is the Go client of Ration's gRPC API (package ration.v1).
+//
+// It exposes the Ledger and Admin services with plain Go types, maps the
+// API's error model to typed errors (see ErrInvalidArgument and friends),
+// and retries transient failures with the same request. Because every write
+// carries a caller-chosen id and the server applies an id at most once,
+// re-sending a write after a timeout or an UNAVAILABLE error is always safe:
+// a write that had in fact been applied comes back with Duplicate set.
+//
+// A Client is safe for concurrent use. Create one per process and Close it
+// when done.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/ration/ration/api/rationv1"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultTimeout     = 5 * time.Second
+	DefaultRetryBudget = 10 * time.Second
+	DefaultBackoffBase = 50 * time.Millisecond
+	DefaultBackoffCap  = 2 * time.Second
+)
+
+// MaxBatchOps is the most operations the server takes in one Batch call.
+// Client.Batch splits longer lists into calls of at most this many.
+const MaxBatchOps = 1000
+
+// suspectFor is how long an endpoint that just failed is passed over when
+// another one is available: long enough for a retry to go elsewhere, short
+// enough that a node which comes back gets traffic again soon.
+const suspectFor = 2 * time.Second
+
+// Options configures a Client.
+type Options struct {
+	// Endpoints are the host:port addresses of the nodes' gRPC API. Calls
+	// are spread over them round-robin, and a failed attempt is retried on
+	// the next one. Any node serves any user. Required.
+	Endpoints []string
+	// TLS enables TLS with this configuration; nil means plaintext.
+	TLS *tls.Config
+	// Timeout bounds each attempt. 0 means DefaultTimeout; negative means
+	// no per-attempt bound (only the caller's context).
+	Timeout time.Duration
+	// RetryBudget bounds how long transient failures are retried, counted
+	// from the first attempt: no new attempt starts after it. 0 means
+	// DefaultRetryBudget; negative disables retries.
+	RetryBudget time.Duration
+	// Backoff is the wait between attempts.
+	Backoff Backoff
+	// Logger receives a debug record for every retry. nil discards.
+	Logger *slog.Logger
+	// DialOptions are appended to the client's own when connecting, e.g.
+	// for interceptors or a custom dialer.
+	DialOptions []grpc.DialOption
+}
+
+// Backoff is exponential backoff with full jitter: before retry n (n >= 1)
+// the client waits a uniformly random duration in [0, min(Cap, Base*2^(n-1))).
+// Full jitter keeps many clients that failed together from retrying in
+// lockstep against a node that is just electing a leader.
+type Backoff struct {
+	Base time.Duration // 0 means DefaultBackoffBase
+	Cap  time.Duration // 0 means DefaultBackoffCap
+}
+
+// Delay returns a random wait before retry number retry (1 for the first
+// retry), with the defaults for zero fields. It is exported for callers
+// that retry on their own, e.g. over the HTTP API.
+func (b Backoff) Delay(retry int) time.Duration {
+	if b.Base <= 0 {
+		b.Base = DefaultBackoffBase
+	}
+	if b.Cap <= 0 {
+		b.Cap = DefaultBackoffCap
+	}
+	ceil := b.Base
+	// Doubling stops at the cap, so it cannot overflow.
+	for i := 1; i < retry && ceil < b.Cap; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, b.Cap)
+	return rand.N(ceil)
+}
+
+// Client talks to a Ration cluster.
+type Client struct {
+	eps     []*endpoint
+	rr      atomic.Uint64
+	timeout time.Duration
+	budget  time.Duration
+	backoff Backoff
+	log     *slog.Logger
+	now     func() time.Time
+	closed  atomic.Bool
+}
+
+type endpoint struct {
+	addr   string
+	conn   *grpc.ClientConn
+	ledger rationv1.LedgerClient
+	admin  rationv1.AdminClient
+	// suspectUntil is a UnixNano time before which the endpoint is skipped
+	// if another one is available.
+	suspectUntil atomic.Int64
+}
+
+// New returns a Client for the endpoints in opts. It does not wait for
+// connections: they are made in the background and on first use, so a
+// cluster that is down makes calls fail (and retry), not New. ctx only
+// bounds the setup.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ration: new client: %w", err)
+	}
+	if len(opts.Endpoints) == 0 {
+		return nil, errors.New("ration: new client: no endpoints")
+	}
+	c := &Client{
+		timeout: opts.Timeout,
+		budget:  opts.RetryBudget,
+		backoff: opts.Backoff,
+		log:     opts.Logger,
+		now:     time.Now,
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.budget == 0 {
+		c.budget = DefaultRetryBudget
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	creds := insecure.NewCredentials()
+	if opts.TLS != nil {
+		creds = credentials.NewTLS(opts.TLS)
+	}
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// gRPC's default reconnect backoff grows to two minutes; a node
+		// restarting after a crash should get traffic again within seconds.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}, opts.DialOptions...)
+	for _, addr := range opts.Endpoints {
+		addr = strings.TrimSpace(addr)
+		if addr == "" {
+			continue
+		}
+		conn, err := grpc.NewClient(addr, dial...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("ration: new client: endpoint %q: %w", addr, err)
+		}
+		conn.Connect()
+		c.eps = append(c.eps, &endpoint{
+			addr: addr, conn: conn,
+			ledger: rationv1.NewLedgerClient(conn),
+			admin:  rationv1.NewAdminClient(conn),
+		})
+	}
+	if len(c.eps) == 0 {
+		return nil, errors.New("ration: new client: no endpoints")
+	}
+	return c, nil
+}
+
+// Close releases the connections. In-flight calls fail.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	var errs []error
+	for _, ep := range c.eps {
+		if err := ep.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", ep.addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pick returns the first endpoint at or after position i (round-robin) that
+// is not suspect, or the one at i if all are, and its position.
+func (c *Client) pick(i int) (*endpoint, int) {
+	n := len(c.eps)
+	now := c.now().UnixNano()
+	for k := range n {
+		ep := c.eps[(i+k)%n]
+		if ep.suspectUntil.Load() <= now {
+			return ep, i + k
+		}
+	}
+	return c.eps[i%n], i
+}
+
+func (c *Client) start() int { return int(c.rr.Add(1) % uint64(len(c.eps))) }
+
+func (c *Client) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.timeout > 0 {
+		return context.WithTimeout(ctx, c.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// transient reports whether a failed attempt may succeed if sent again, and
+// whether a write it carried may have been applied anyway.
+func transient(code codes.Code) (retry, maybeApplied bool) {
+	switch code {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true, false
+	case codes.DeadlineExceeded, codes.Canceled:
+		// Only reached while the caller's context is alive: the attempt's
+		// own timeout, or a server-side one. The request may have been
+		// applied with the reply lost.
+		return true, true
+	}
+	return false, false
+}
+
+// call describes one logical operation for retries and error reports.
+type call struct {
+	method string // for logs: "Grant", "GetBalance", ...
+	write  bool
+	op, id string // for OutcomeUnknownError
+}
+
+// retrier tracks one logical operation's attempts.
+type retrier struct {
+	c            *Client
+	k            call
+	deadline     time.Time
+	attempts     int
+	failures     int // transient failures, not counting a done ctx
+	maybeApplied bool
+	last         error
+}
+
+func (c *Client) retrier(k call) *retrier {
+	return &retrier{c: c, k: k, deadline: c.now().Add(c.budget)}
+}
+
+// again records a transient failure and sleeps before the next attempt. It
+// returns false, without sleeping, when the budget or ctx does not allow
+// another attempt.
+func (r *retrier) again(ctx context.Context, ep *endpoint, err error, maybeApplied bool) bool {
+	r.last = err
+	r.failures++
+	r.maybeApplied = r.maybeApplied || maybeApplied
+	ep.suspectUntil.Store(r.c.now().Add(suspectFor).UnixNano())
+	if r.c.budget < 0 {
+		return false
+	}
+	wait := r.c.backoff.Delay(r.attempts)
+	if r.c.now().Add(wait).After(r.deadline) {
+		return false
+	}
+	r.c.log.DebugContext(ctx, "ration: retrying", "method", r.k.method, "id", r.k.id,
+		"endpoint", ep.addr, "attempt", r.attempts, "backoff", wait, "err", err)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// giveUp is the error after the last attempt: unknown outcome for a write
+// that may have been applied, unavailable after transient failures, else
+// the ctx's error. A done ctx is kept in the chain so that
+// errors.Is(err, context.Canceled) holds.
+func (r *retrier) giveUp(ctx context.Context) error {
+	last := r.last
+	if err := ctx.Err(); err != nil {
+		if last == nil {
+			last = err
+		} else {
+			last = fmt.Errorf("%w (last attempt: %v)", err, last)
+		}
+	}
+	switch {
+	case r.k.write && r.maybeApplied:
+		return &OutcomeUnknownError{Op: r.k.op, ID: r.k.id, Attempts: r.attempts, Err: last}
+	case r.failures == 0:
+		return fmt.Errorf("ration: %s: %w", strings.ToLower(r.k.method), last)
+	}
+	return &UnavailableError{Attempts: r.attempts, Err: last}
+}
+
+// do runs f until it succeeds, fails for good, or the retry budget or ctx
+// runs out. f gets a per-attempt context and the endpoint to use; it must
+// send the same request every time, which is what makes retrying writes
+// safe.
+func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoint) error) error {
+	r := c.retrier(k)
+	for pos := c.start(); ; pos++ {
+		if ctx.Err() != nil {
+			return r.giveUp(ctx)
+		}
+		// A closed connection fails with CANCELLED, which is otherwise
+		// retried.
+		if c.closed.Load() {
+			return fmt.Errorf("ration: %s: %w", strings.ToLower(k.method), ErrClosed)
+		}
+		ep, at := c.pick(pos)
+		pos = at
+		r.attempts++
+		actx, cancel := c.attemptContext(ctx)
+		err := f(actx, ep)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// The caller gave up mid-attempt: a write may have reached
+			// the server.
+			r.maybeApplied = true
+			return r.giveUp(ctx)
+		}
+		retry, maybeApplied := transient(status.Code(err))
+		if !retry {
+			return c.final(k, err)
+		}
+		if !r.again(ctx, ep, err, maybeApplied) {
+			return r.giveUp(ctx)
+		}
+	}
+}
+
+// final maps a non-retryable error: the API's refusals to typed errors,
+// anything else wrapped with the method so that status.Code still works.
+func (c *Client) final(k call, err error) error {
+	mapped := fromStatus(err)
+	if mapped != err {
+		return mapped
+	}
+	return fmt.Errorf("ration: %s: %w", strings.ToLower(k.method), err)
+}

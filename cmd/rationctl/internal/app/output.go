@@ -1,0 +1,116 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Output formats.
+const (
+	outTable = "table"
+	outJSON  = "json"
+)
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// row writes tab-separated cells and a newline.
+func row(w io.Writer, cells ...any) {
+	parts := make([]string, len(cells))
+	for i, c := range cells {
+		parts[i] = fmt.Sprint(c)
+	}
+	fmt.Fprintln(w, strings.Join(parts, "\t"))
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// JSON shapes. They follow the HTTP API's field names, with times and
+// amounts as integers.
+
+type jsonAllocation struct {
+	GrantID string `json:"grant_id"`
+	Amount  int64  `json:"amount"`
+}
+
+type jsonGrantResult struct {
+	User      string `json:"user"`
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+	ExpiresAt *int64 `json:"expires_at,omitempty"`
+	Duplicate bool   `json:"duplicate"`
+	Version   uint64 `json:"version"`
+}
+
+type jsonDeductResult struct {
+	User        string           `json:"user"`
+	ID          string           `json:"id"`
+	Timestamp   int64            `json:"timestamp"`
+	Duplicate   bool             `json:"duplicate"`
+	Version     uint64           `json:"version"`
+	Allocations []jsonAllocation `json:"allocations"`
+}
+
+type jsonGrantBalance struct {
+	ID        string `json:"id"`
+	Remaining int64  `json:"remaining"`
+	ExpiresAt *int64 `json:"expires_at,omitempty"`
+	Priority  int32  `json:"priority"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+type jsonBalance struct {
+	User    string             `json:"user"`
+	At      int64              `json:"at"`
+	Balance int64              `json:"balance"`
+	Grants  []jsonGrantBalance `json:"grants"`
+}
+
+type jsonEvent struct {
+	Kind         string           `json:"kind"`
+	ID           string           `json:"id"`
+	Timestamp    int64            `json:"timestamp"`
+	Amount       int64            `json:"amount"`
+	ExpiresAt    *int64           `json:"expires_at,omitempty"`
+	Priority     int32            `json:"priority,omitempty"`
+	Allocations  []jsonAllocation `json:"allocations,omitempty"`
+	BalanceAfter int64            `json:"balance_after"`
+}
+
+type jsonNode struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	GRPCAddr string `json:"grpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	State    string `json:"state"`
+}
+
+type jsonShard struct {
+	ID           uint32   `json:"id"`
+	Leader       string   `json:"leader"`
+	Replicas     []string `json:"replicas"`
+	Voters       []string `json:"voters"`
+	AppliedIndex uint64   `json:"applied_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+	State        string   `json:"state"`
+	Users        uint64   `json:"users"`
+}
+
+type jsonStatus struct {
+	NodeID string      `json:"node_id"`
+	Nodes  []jsonNode  `json:"nodes"`
+	Shards []jsonShard `json:"shards"`
+}
+
+// writeJSONLine writes v compactly on one line, for streams.
+func writeJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
