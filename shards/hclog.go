@@ -1,0 +1,112 @@
+package shards
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// hclogAdapter lets raft, which logs through hclog, write to the node's
+// slog logger. Only the level and the key/value pairs are carried over;
+// hclog's formatting options do not apply.
+type hclogAdapter struct {
+	log   *slog.Logger
+	name  string
+	args  []any
+	level *atomic.Int32 // shared by derived loggers, as in hclog
+}
+
+var _ hclog.Logger = (*hclogAdapter)(nil)
+
+func newHCLog(l *slog.Logger, level hclog.Level) hclog.Logger {
+	lv := new(atomic.Int32)
+	lv.Store(int32(level))
+	return &hclogAdapter{log: l, level: lv}
+}
+
+func toSlogLevel(l hclog.Level) slog.Level {
+	switch {
+	case l <= hclog.Debug:
+		return slog.LevelDebug
+	case l == hclog.Info:
+		return slog.LevelInfo
+	case l == hclog.Warn:
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
+func (a *hclogAdapter) enabled(l hclog.Level) bool {
+	min := hclog.Level(a.level.Load())
+	return l != hclog.Off && min != hclog.Off && l >= min
+}
+
+func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	if !a.enabled(level) {
+		return
+	}
+	if a.name != "" {
+		args = append(args, "logger", a.name)
+	}
+	a.log.Log(context.Background(), toSlogLevel(level), msg, append(a.args[:len(a.args):len(a.args)], args...)...)
+}
+
+func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
+func (a *hclogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
+func (a *hclogAdapter) Info(msg string, args ...any)  { a.Log(hclog.Info, msg, args...) }
+func (a *hclogAdapter) Warn(msg string, args ...any)  { a.Log(hclog.Warn, msg, args...) }
+func (a *hclogAdapter) Error(msg string, args ...any) { a.Log(hclog.Error, msg, args...) }
+
+func (a *hclogAdapter) IsTrace() bool { return a.enabled(hclog.Trace) }
+func (a *hclogAdapter) IsDebug() bool { return a.enabled(hclog.Debug) }
+func (a *hclogAdapter) IsInfo() bool  { return a.enabled(hclog.Info) }
+func (a *hclogAdapter) IsWarn() bool  { return a.enabled(hclog.Warn) }
+func (a *hclogAdapter) IsError() bool { return a.enabled(hclog.Error) }
+
+func (a *hclogAdapter) ImpliedArgs() []any { return a.args }
+
+func (a *hclogAdapter) With(args ...any) hclog.Logger {
+	c := *a
+	c.args = append(a.args[:len(a.args):len(a.args)], args...)
+	return &c
+}
+
+func (a *hclogAdapter) Name() string { return a.name }
+
+func (a *hclogAdapter) Named(name string) hclog.Logger {
+	c := *a
+	if c.name != "" {
+		c.name += "." + name
+	} else {
+		c.name = name
+	}
+	return &c
+}
+
+func (a *hclogAdapter) ResetNamed(name string) hclog.Logger {
+	c := *a
+	c.name = name
+	return &c
+}
+
+func (a *hclogAdapter) SetLevel(level hclog.Level) { a.level.Store(int32(level)) }
+func (a *hclogAdapter) GetLevel() hclog.Level      { return hclog.Level(a.level.Load()) }
+
+func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger {
+	level := slog.LevelInfo
+	if opts != nil && opts.ForceLevel != hclog.NoLevel {
+		level = toSlogLevel(opts.ForceLevel)
+	}
+	return slog.NewLogLogger(a.log.Handler(), level)
+}
+
+func (a *hclogAdapter) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
+	return a.StandardLogger(opts).Writer()
+}

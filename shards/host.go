@@ -1,0 +1,447 @@
+// Package shards runs every raft group of one node: one hashicorp/raft
+// instance per shard, all sharing the node's mux port, each replicating a
+// raftfsm.Shard. It proposes ops with group commit, serves linearizable read
+// barriers, and tells the node's actors when it gains or loses the
+// leadership of a shard. See DESIGN.md.
+package shards
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ration/ration/mux"
+	"github.com/ration/ration/raftfsm"
+)
+
+// Config configures a Host. Zero durations and sizes mean the defaults.
+type Config struct {
+	// NodeID is this node's raft server id in every group.
+	NodeID  string
+	DataDir string
+	// Mux carries every group's raft traffic (mux.TypeRaft, shard id).
+	Mux *mux.Mux
+	// AdvertiseAddr is the raft address peers dial, host:port of Mux.
+	// Empty means Mux.Addr(), which is right when the Mux was created with
+	// mux.WithAdvertiseAddr.
+	AdvertiseAddr string
+	// Shards is the number of shards of the cluster; users map to them by
+	// ShardOf, so it must not change once data exists.
+	Shards int
+	// Hosted lists the shards this node hosts; nil means all of them.
+	Hosted []uint32
+	// Bootstrap forms each hosted group that has no raft state yet, with
+	// Peers as its voters (this node alone if Peers is empty). Only one
+	// node of a new cluster should bootstrap; the others start with
+	// Bootstrap false and are contacted by the bootstrapped leader.
+	Bootstrap bool
+	// Peers is the initial configuration for Bootstrap; it must include
+	// this node.
+	Peers []raft.Server
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	// TrailingLogs is how many entries a snapshot leaves in the log, so a
+	// lagging follower can catch up without a snapshot install.
+	TrailingLogs uint64
+
+	// MaxBatchOps bounds the ops the proposer puts in one raft entry
+	// (default 257: one op plus up to 256 queued behind it).
+	MaxBatchOps int
+	// MaxInflight bounds the entries of one shard handed to raft and not
+	// yet applied (default 32). It is the pipeline depth: more lets
+	// proposals overlap more fsyncs, fewer keeps latency under overload
+	// flatter.
+	MaxInflight int
+	// QueueDepth is each shard's proposal queue (default 4096). Propose
+	// blocks, within its context, while the queue is full.
+	QueueDepth int
+
+	Logger *slog.Logger
+	// Registerer, if set, gets the Host's metrics (see DESIGN.md); they
+	// are unregistered by Shutdown, so a Host can be reopened on it.
+	Registerer prometheus.Registerer
+
+	// testSink also receives the proposal path's measurements (tests).
+	testSink sink
+}
+
+const (
+	defaultMaxBatchOps = 257
+	defaultMaxInflight = 32
+	defaultQueueDepth  = 4096
+)
+
+func (c *Config) validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("shards: NodeID is required")
+	case c.DataDir == "":
+		return errors.New("shards: DataDir is required")
+	case c.Mux == nil:
+		return errors.New("shards: Mux is required")
+	case c.Shards <= 0:
+		return fmt.Errorf("shards: Shards must be positive, got %d", c.Shards)
+	case c.MaxBatchOps < 0 || c.MaxBatchOps > raftfsm.MaxBatchOps:
+		return fmt.Errorf("shards: MaxBatchOps must be 0 to %d, got %d", raftfsm.MaxBatchOps, c.MaxBatchOps)
+	case c.MaxInflight < 0 || c.QueueDepth < 0:
+		return errors.New("shards: MaxInflight and QueueDepth must not be negative")
+	}
+	for _, s := range c.Hosted {
+		if int64(s) >= int64(c.Shards) {
+			return fmt.Errorf("shards: hosted shard %d out of range [0, %d)", s, c.Shards)
+		}
+	}
+	if c.Bootstrap && len(c.Peers) > 0 {
+		if !slices.ContainsFunc(c.Peers, func(s raft.Server) bool { return s.ID == raft.ServerID(c.NodeID) }) {
+			return fmt.Errorf("shards: Peers must include this node %q", c.NodeID)
+		}
+	}
+	return nil
+}
+
+// Host owns the raft groups of this node.
+type Host struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics sinks
+	prom    *promMetrics // nil without a Registerer
+
+	groups []*group // indexed by shard id; nil where not hosted
+	hosted []*group // the non-nil groups, by shard id
+
+	// mu orders Propose's enqueue against Shutdown: Shutdown takes it
+	// exclusively to set closed, after which nothing new is queued, so the
+	// proposers' final drain fails every queued op.
+	mu      sync.RWMutex
+	closed  bool
+	closing chan struct{}
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+
+	changed broadcast // some group's leader or readiness changed
+	events  *dispatcher
+	wg      sync.WaitGroup // leadership confirmations
+}
+
+// Open opens (creating if need be) every hosted group under
+// DataDir/shards/<id>/ and starts them. It does not wait for elections; see
+// WaitReady. On error every group opened so far is shut down again.
+func Open(ctx context.Context, cfg Config) (*Host, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBatchOps == 0 {
+		cfg.MaxBatchOps = defaultMaxBatchOps
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = defaultMaxInflight
+	}
+	if cfg.QueueDepth == 0 {
+		cfg.QueueDepth = defaultQueueDepth
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Host{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "shards", "node", cfg.NodeID),
+		groups:  make([]*group, cfg.Shards),
+		closing: make(chan struct{}),
+	}
+	if cfg.testSink != nil {
+		h.metrics = append(h.metrics, cfg.testSink)
+	}
+	h.events = newDispatcher()
+
+	ids := cfg.Hosted
+	if ids == nil {
+		ids = make([]uint32, cfg.Shards)
+		for i := range ids {
+			ids[i] = uint32(i)
+		}
+	}
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			h.shutdownNow()
+			return nil, fmt.Errorf("shards: open: %w", err)
+		}
+		g, err := h.openGroup(id)
+		if err != nil {
+			h.shutdownNow()
+			return nil, err
+		}
+		h.groups[id] = g
+		h.hosted = append(h.hosted, g)
+	}
+	if cfg.Registerer != nil {
+		m, err := newPromMetrics(h, cfg.Registerer)
+		if err != nil {
+			h.shutdownNow()
+			return nil, err
+		}
+		h.prom = m
+		h.metrics = append(h.metrics, m)
+	}
+	for _, g := range h.hosted {
+		g.start()
+	}
+	return h, nil
+}
+
+// shutdownNow shuts down without waiting for in-flight ops, for failed Opens.
+func (h *Host) shutdownNow() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = h.Shutdown(ctx)
+}
+
+// Shutdown stops the Host: queued ops that were not yet handed to raft fail
+// with ErrShuttingDown, ops in raft are waited for until ctx ends (after
+// which they fail with ErrOutcomeUnknown), then every group is shut down and
+// its files closed. It returns when every goroutine of the Host has ended.
+// Calling it again returns the first call's result.
+func (h *Host) Shutdown(ctx context.Context) error {
+	h.shutdownOnce.Do(func() { h.shutdownErr = h.shutdown(ctx) })
+	return h.shutdownErr
+}
+
+func (h *Host) shutdown(ctx context.Context) error {
+	close(h.closing)
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+
+	for _, g := range h.hosted {
+		g.stopProposing()
+	}
+	var errs []error
+wait:
+	for _, g := range h.hosted {
+		select {
+		case <-g.pipelineDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("shards: shutdown: abandoning in-flight ops: %w", ctx.Err()))
+			break wait
+		}
+	}
+
+	// raft's Shutdown waits for its goroutines, a running snapshot
+	// included; the groups are independent, so do them all at once.
+	closeErrs := make([]error, len(h.hosted))
+	var wg sync.WaitGroup
+	for i, g := range h.hosted {
+		wg.Go(func() { closeErrs[i] = g.close() })
+	}
+	wg.Wait()
+	errs = append(errs, closeErrs...)
+
+	// With raft down every future has resolved, so these end now.
+	for _, g := range h.hosted {
+		<-g.pipelineDone
+	}
+	h.wg.Wait()
+	h.events.close()
+	h.changed.notify()
+	if h.prom != nil {
+		h.prom.unregister()
+	}
+	return errors.Join(errs...)
+}
+
+func (h *Host) isClosing() bool {
+	select {
+	case <-h.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *Host) group(shard uint32) (*group, error) {
+	if int64(shard) >= int64(len(h.groups)) || h.groups[shard] == nil {
+		return nil, fmt.Errorf("%w: shard %d", ErrNotHosted, shard)
+	}
+	return h.groups[shard], nil
+}
+
+// NodeID is this node's raft server id.
+func (h *Host) NodeID() string { return h.cfg.NodeID }
+
+// Shards is the cluster's shard count.
+func (h *Host) Shards() int { return h.cfg.Shards }
+
+// Hosted lists the shards this node hosts, in increasing order.
+func (h *Host) Hosted() []uint32 {
+	ids := make([]uint32, len(h.hosted))
+	for i, g := range h.hosted {
+		ids[i] = g.id
+	}
+	return ids
+}
+
+// FSM is the replicated state of shard, or nil if it is not hosted here.
+// On a follower it may lag the leader; see ReadBarrier.
+func (h *Host) FSM(shard uint32) *raftfsm.Shard {
+	g, err := h.group(shard)
+	if err != nil {
+		return nil
+	}
+	return g.fsm
+}
+
+// IsLeader reports raft's view of whether this node leads shard. A new
+// leader may not be ready for reads yet; ReadBarrier waits for that, and
+// Subscribe reports leadership only once it is.
+func (h *Host) IsLeader(shard uint32) bool {
+	g, err := h.group(shard)
+	return err == nil && g.raft.State() == raft.Leader
+}
+
+// Leader is the shard's leader as this node knows it: its server id and
+// raft address, both empty if unknown.
+func (h *Host) Leader(shard uint32) (id, addr string) {
+	g, err := h.group(shard)
+	if err != nil {
+		return "", ""
+	}
+	a, i := g.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Ready reports whether every hosted shard has a known leader and this node
+// is ready on every shard it leads (its first entry as leader has been
+// applied, so reads and actor activations see every earlier write).
+func (h *Host) Ready() bool {
+	for _, g := range h.hosted {
+		if addr, _ := g.raft.LeaderWithID(); addr == "" {
+			return false
+		}
+		if g.raft.State() == raft.Leader && !g.isReady() {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitReady blocks until Ready or ctx ends.
+func (h *Host) WaitReady(ctx context.Context) error {
+	// Changes wake it up; the ticker is a backstop for leader changes of
+	// other nodes whose observation raft dropped.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch := h.changed.wait()
+		if h.Ready() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-h.closing:
+			return ErrShuttingDown
+		case <-ctx.Done():
+			return fmt.Errorf("shards: waiting for leaders: %w", ctx.Err())
+		}
+	}
+}
+
+// Snapshot makes shard's raft take a snapshot now and waits for it. It
+// returns an error wrapping raft.ErrNothingNewToSnapshot if nothing was
+// applied since the last one.
+func (h *Host) Snapshot(shard uint32) error {
+	g, err := h.group(shard)
+	if err != nil {
+		return err
+	}
+	if err := g.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("shards: shard %d: snapshot: %w", shard, err)
+	}
+	return nil
+}
+
+// ShardStatus describes one hosted group.
+type ShardStatus struct {
+	Shard uint32
+	// State is raft's state: Follower, Candidate, Leader or Shutdown.
+	State string
+	// Ready is true when this node leads the shard and may serve reads.
+	Ready        bool
+	LeaderID     string
+	LeaderAddr   string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64 // of the state machine
+	LastIndex    uint64
+	Users        int
+	Voters       []string // server ids
+}
+
+// Status describes every hosted group, by shard id.
+func (h *Host) Status() []ShardStatus {
+	out := make([]ShardStatus, 0, len(h.hosted))
+	for _, g := range h.hosted {
+		addr, id := g.raft.LeaderWithID()
+		st := ShardStatus{
+			Shard:        g.id,
+			State:        g.raft.State().String(),
+			Ready:        g.raft.State() == raft.Leader && g.isReady(),
+			LeaderID:     string(id),
+			LeaderAddr:   string(addr),
+			Term:         g.raft.CurrentTerm(),
+			CommitIndex:  g.raft.CommitIndex(),
+			AppliedIndex: g.fsm.AppliedIndex(),
+			LastIndex:    g.raft.LastIndex(),
+			Users:        g.fsm.Users(),
+		}
+		if f := g.raft.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					st.Voters = append(st.Voters, string(s.ID))
+				}
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// broadcast wakes every waiter once per notify, without allocating when
+// nobody waits.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+	b.mu.Unlock()
+}
