@@ -1,0 +1,244 @@
+// Package node assembles a Ration node: the raft transport mux, the shard
+// host, the user actors, and the gRPC and HTTP servers. cmd/node is a thin
+// main over it, and tests start nodes in-process with it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/ration/ration/actors"
+	rationv1 "github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/config"
+	"github.com/ration/ration/grpcapi"
+	"github.com/ration/ration/httpapi"
+	"github.com/ration/ration/mux"
+	"github.com/ration/ration/raftfsm"
+	"github.com/ration/ration/service"
+	"github.com/ration/ration/shards"
+)
+
+// Node is a running Ration node.
+type Node struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	mux  *mux.Mux
+	host *shards.Host
+	dir  *actors.Directory
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+	grpcSrv *grpc.Server
+	grpcLn  net.Listener
+
+	draining atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+	done     chan struct{}
+}
+
+// Start brings a node up: it returns once every listener is bound and the
+// shard groups are open; Ready says when every shard has a leader.
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Node, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+
+	raftLn, err := net.Listen("tcp", cfg.RaftAddr())
+	if err != nil {
+		return nil, fmt.Errorf("raft listener: %w", err)
+	}
+	n.mux = mux.New(raftLn, mux.WithLogger(logger.With("component", "mux")))
+	go func() { _ = n.mux.Serve() }()
+	cleanup = append(cleanup, func() { _ = n.mux.Close() })
+
+	n.host, err = shards.Open(ctx, shards.Config{
+		NodeID:             cfg.NodeID,
+		DataDir:            cfg.DataDir,
+		Mux:                n.mux,
+		AdvertiseAddr:      cfg.AdvertiseRaftAddr(),
+		Shards:             cfg.Shards,
+		Bootstrap:          cfg.BootstrapExpect == 1 && len(cfg.Join) == 0,
+		HeartbeatTimeout:   cfg.RaftHeartbeatTimeout,
+		ElectionTimeout:    cfg.RaftElectionTimeout,
+		LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
+		SnapshotThreshold:  cfg.SnapshotThreshold,
+		SnapshotInterval:   cfg.SnapshotInterval,
+		Logger:             logger,
+		Registerer:         n.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("shards: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = n.host.Shutdown(context.Background()) })
+
+	n.dir = actors.New(replica{n.host, cfg.Shards}, actors.Options{
+		IdleTimeout: cfg.IdlePassivation,
+		Logger:      logger.With("component", "actors"),
+		Registerer:  n.reg,
+	})
+	cleanup = append(cleanup, func() { _ = n.dir.Shutdown(context.Background()) })
+	unsubscribe := n.host.Subscribe(func(ev shards.ShardLeadership) {
+		if !ev.Leader {
+			n.dir.PassivateShard(ev.Shard)
+		}
+	})
+	cleanup = append(cleanup, unsubscribe)
+
+	svc := service.New(n.dir, time.Now)
+
+	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr())
+	if err != nil {
+		return nil, fmt.Errorf("grpc listener: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = n.grpcLn.Close() })
+	n.grpcSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(int(max(cfg.MaxRequestBytes, 4<<20))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	grpcapi.Register(n.grpcSrv, svc, n.status, n.reg)
+
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr())
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = n.httpLn.Close() })
+	n.httpSrv = &http.Server{
+		Handler: httpapi.Handler(svc, httpapi.Options{
+			MaxBodyBytes: cfg.MaxRequestBytes,
+			Ready:        n.Ready,
+			Gatherer:     n.reg,
+			Registerer:   n.reg,
+			Logger:       logger.With("component", "http"),
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	go func() {
+		if err := n.grpcSrv.Serve(n.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			logger.Error("grpc server", "err", err)
+		}
+	}()
+	go func() {
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server", "err", err)
+		}
+	}()
+	logger.Info("node started", "node_id", cfg.NodeID, "http", n.httpLn.Addr().String(),
+		"grpc", n.grpcLn.Addr().String(), "raft", raftLn.Addr().String(), "shards", cfg.Shards, "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+// Ready reports whether the node serves: not draining, and every shard has
+// a leader.
+func (n *Node) Ready() bool { return !n.draining.Load() && n.host.Ready() }
+
+// HTTPAddr and GRPCAddr are the bound addresses.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// GRPCAddr is the bound gRPC address.
+func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
+
+// Host is the node's shard host, for tests and status.
+func (n *Node) Host() *shards.Host { return n.host }
+
+// Done is closed when the node has shut down.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Shutdown stops the node gracefully: it stops taking requests, finishes
+// the ones in flight, stops the actors, and closes every raft group
+// cleanly, within ctx.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		defer close(n.done)
+		n.draining.Store(true)
+		n.log.Info("shutting down")
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				n.log.Warn("http shutdown", "err", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			stopped := make(chan struct{})
+			go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				n.grpcSrv.Stop()
+			}
+		}()
+		wg.Wait()
+		errs := []error{n.dir.Shutdown(ctx), n.host.Shutdown(ctx), n.mux.Close()}
+		n.stopErr = errors.Join(errs...)
+		n.log.Info("shut down", "err", n.stopErr)
+	})
+	return n.stopErr
+}
+
+func (n *Node) status(ctx context.Context) (*rationv1.StatusResponse, error) {
+	res := &rationv1.StatusResponse{NodeId: n.cfg.NodeID}
+	res.Nodes = append(res.Nodes, &rationv1.Node{
+		Id: n.cfg.NodeID, RaftAddr: n.cfg.AdvertiseRaftAddr(), GrpcAddr: n.cfg.AdvertiseGRPCAddr(),
+		HttpAddr: n.cfg.AdvertiseHTTPAddr(), State: "alive",
+	})
+	for _, s := range n.host.Status() {
+		res.Shards = append(res.Shards, &rationv1.Shard{
+			Id: s.Shard, Leader: s.LeaderID, Replicas: s.Voters, Voters: s.Voters,
+			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: s.State, Users: uint64(s.Users),
+		})
+	}
+	return res, nil
+}
+
+// replica adapts the shard host to what the actors need.
+type replica struct {
+	h      *shards.Host
+	shards int
+}
+
+func (r replica) ShardOf(user string) uint32 { return shards.ShardOf(user, r.shards) }
+
+func (r replica) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, error) {
+	return r.h.Propose(ctx, op)
+}
+
+func (r replica) ReadBarrier(ctx context.Context, shard uint32) error {
+	return r.h.ReadBarrier(ctx, shard)
+}
+
+func (r replica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {
+	return r.h.FSM(shard).LogSince(user, from)
+}
