@@ -26,7 +26,7 @@ func TestVectorsThroughNodeProcess(t *testing.T) {
 	}
 	p := newProc(t)
 	p.start()
-	if err := contract.Replay(client, []string{p.base()}, v, "run1-"); err != nil {
+	if err := contract.Replay(httpc, []string{p.base()}, v, "run1-"); err != nil {
 		t.Fatalf("%v\n%s", err, p.log())
 	}
 	before := snapshotState(t, p.base(), v, "run1-")
@@ -48,7 +48,7 @@ func snapshotState(t *testing.T, base string, v contract.Vectors, prefix string)
 	t.Helper()
 	out := map[string]string{}
 	get := func(url string) string {
-		resp, err := client.Get(url)
+		resp, err := httpc.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}

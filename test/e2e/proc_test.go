@@ -165,7 +165,7 @@ func (p *proc) stop(timeout time.Duration) error {
 	}
 }
 
-var client = &http.Client{Timeout: 10 * time.Second}
+var httpc = &http.Client{Timeout: 10 * time.Second}
 
 // post sends a JSON body and returns the status and body.
 func post(ctx context.Context, url, body string) (int, string, error) {
@@ -174,7 +174,7 @@ func post(ctx context.Context, url, body string) (int, string, error) {
 		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
