@@ -63,6 +63,8 @@ type Directory struct {
 	log  *slog.Logger
 	met  *metrics
 
+	dispatcher actor.Dispatcher // shared by every actor
+
 	mu     sync.Mutex
 	pids   map[string]*actor.PID
 	shard  map[string]uint32
@@ -87,9 +89,10 @@ func New(rep Replica, opts Options) *Directory {
 	)
 	return &Directory{
 		sys: sys, rep: rep, opts: opts, log: opts.Logger,
-		met:   newMetrics(opts.Registerer),
-		pids:  map[string]*actor.PID{},
-		shard: map[string]uint32{},
+		met:        newMetrics(opts.Registerer),
+		pids:       map[string]*actor.PID{},
+		shard:      map[string]uint32{},
+		dispatcher: newPooledDispatcher(300),
 	}
 }
 
@@ -107,7 +110,7 @@ func (d *Directory) activate(user string) (*actor.PID, error) {
 	a := &userActor{dir: d, user: user, shard: shard}
 	// Spawned unnamed: a name would collide with a passivating activation
 	// that has not yet been removed from the process registry.
-	pid := d.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
+	pid := d.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }, actor.WithDispatcher(d.dispatcher)))
 	d.pids[user] = pid
 	d.shard[user] = shard
 	d.met.activations.Inc()
