@@ -169,6 +169,18 @@ func queryHash(user string, from, to int64) uint32 {
 	return h.Sum32()
 }
 
+// PageToken is the token for the page of (user, from, to) that starts
+// skip events into timestamp next. Nodes forwarding a history read to
+// another node use it and ParsePageToken; callers treat tokens as opaque.
+func PageToken(user string, from, to, next int64, skip int) string {
+	return encodeToken(user, from, to, next, skip)
+}
+
+// ParsePageToken reads a token made by PageToken for the same query.
+func ParsePageToken(tok, user string, from, to int64) (next int64, skip int, err error) {
+	return decodeToken(tok, user, from, to)
+}
+
 func encodeToken(user string, from, to, next int64, skip int) string {
 	b := []byte{tokenVersion}
 	b = binary.AppendVarint(b, next)
