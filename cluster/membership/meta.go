@@ -1,0 +1,92 @@
+package membership
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Meta is what a node tells the cluster about itself through gossip: its
+// identity and where to reach its services. It travels in memberlist's node
+// metadata, which is capped at memberlist.MetaMaxSize (512) bytes.
+type Meta struct {
+	NodeID   string
+	RaftAddr string
+	GRPCAddr string
+	HTTPAddr string
+	// Version is the node's software or protocol version, so peers can
+	// hold back features a node does not understand yet during a rolling
+	// upgrade.
+	Version int
+}
+
+// metaFormat is the first byte of the encoding. Fields may only ever be
+// appended to format 1 (decoders ignore what follows the fields they know),
+// so old and new nodes can share a cluster; a layout that old nodes cannot
+// read must take a new format byte, which they refuse.
+const metaFormat byte = 1
+
+// flagLeaving marks a node that is leaving gracefully. It is set just
+// before memberlist.Leave because memberlist's events do not say whether a
+// node left or failed (see DESIGN.md).
+const flagLeaving byte = 1 << 0
+
+// encodeMeta lays out: format byte, flags byte, zigzag varint Version, then
+// NodeID, RaftAddr, GRPCAddr and HTTPAddr, each as uvarint length and
+// bytes. A binary layout rather than JSON keeps the addresses, which carry
+// most of the bytes, as far from the 512-byte cap as possible.
+func encodeMeta(m Meta, flags byte) []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+4*binary.MaxVarintLen16+
+		len(m.NodeID)+len(m.RaftAddr)+len(m.GRPCAddr)+len(m.HTTPAddr))
+	b = append(b, metaFormat, flags)
+	b = binary.AppendVarint(b, int64(m.Version))
+	for _, s := range [...]string{m.NodeID, m.RaftAddr, m.GRPCAddr, m.HTTPAddr} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// decodeMeta is the inverse of encodeMeta. Bytes after the known fields
+// are ignored: they are fields appended by a newer release.
+func decodeMeta(b []byte) (Meta, byte, error) {
+	var m Meta
+	if len(b) < 2 {
+		return m, 0, fmt.Errorf("%w: %d bytes", ErrBadMeta, len(b))
+	}
+	if b[0] != metaFormat {
+		return m, 0, fmt.Errorf("%w: unknown format %d", ErrBadMeta, b[0])
+	}
+	flags := b[1]
+	b = b[2:]
+	v, n := binary.Varint(b)
+	if n <= 0 {
+		return m, 0, fmt.Errorf("%w: bad version field", ErrBadMeta)
+	}
+	b = b[n:]
+	m.Version = int(v)
+	if int64(m.Version) != v {
+		return m, 0, fmt.Errorf("%w: version %d out of range", ErrBadMeta, v)
+	}
+	for i, dst := range [...]*string{&m.NodeID, &m.RaftAddr, &m.GRPCAddr, &m.HTTPAddr} {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return Meta{}, 0, fmt.Errorf("%w: field %d truncated", ErrBadMeta, i)
+		}
+		*dst = string(b[n : n+int(l)])
+		b = b[n+int(l):]
+	}
+	return m, flags, nil
+}
+
+// checkMetaSize refuses metadata memberlist would not carry: it panics
+// when a delegate returns more than MetaMaxSize bytes, so the limit is
+// enforced here, at Start, where it can be an error. The leaving flag does
+// not change the size, so a Meta that fits now fits at Leave too.
+func checkMetaSize(m Meta) error {
+	if n := len(encodeMeta(m, flagLeaving)); n > memberlist.MetaMaxSize {
+		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrMetaTooLarge, n, memberlist.MetaMaxSize)
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package membership
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestMetaRoundTrip(t *testing.T) {
+	cases := []Meta{
+		{},
+		{NodeID: "ration-0", RaftAddr: "10.0.0.1:7000", GRPCAddr: "10.0.0.1:9090", HTTPAddr: "10.0.0.1:8080", Version: 3},
+		{NodeID: "n", Version: -1},
+		{NodeID: "ünïcode", HTTPAddr: strings.Repeat("h", 300), Version: math.MaxInt32},
+	}
+	for _, m := range cases {
+		for _, flags := range []byte{0, flagLeaving} {
+			got, gotFlags, err := decodeMeta(encodeMeta(m, flags))
+			if err != nil || got != m || gotFlags != flags {
+				t.Errorf("round trip of %+v/%d = %+v/%d, %v", m, flags, got, gotFlags, err)
+			}
+		}
+	}
+}
+
+func TestMetaIsCompact(t *testing.T) {
+	m := Meta{NodeID: "ration-12", RaftAddr: "10.244.3.17:7000", GRPCAddr: "10.244.3.17:9090", HTTPAddr: "10.244.3.17:8080", Version: 1}
+	n := len(encodeMeta(m, 0))
+	payload := len(m.NodeID) + len(m.RaftAddr) + len(m.GRPCAddr) + len(m.HTTPAddr)
+	if n > payload+7 {
+		t.Errorf("encoded %d bytes for %d bytes of strings: overhead above 7", n, payload)
+	}
+}
+
+func TestMetaAppendedFieldsIgnored(t *testing.T) {
+	m := Meta{NodeID: "a", RaftAddr: "r", Version: 7}
+	b := append(encodeMeta(m, 0), 0x05, 'f', 'u', 't', 'u', 'r')
+	got, _, err := decodeMeta(b)
+	if err != nil || got != m {
+		t.Errorf("decode with a newer release's trailing field = %+v, %v; want %+v", got, err, m)
+	}
+}
+
+func TestMetaRejectsGarbage(t *testing.T) {
+	good := encodeMeta(Meta{NodeID: "a", RaftAddr: "b", GRPCAddr: "c", HTTPAddr: "d"}, 0)
+	cases := map[string][]byte{
+		"empty":          nil,
+		"one byte":       {metaFormat},
+		"unknown format": append([]byte{2}, good[1:]...),
+		"JSON":           []byte(`{"NodeID":"a"}`),
+		"truncated":      good[:len(good)-1],
+		"huge length":    {metaFormat, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	}
+	for name, b := range cases {
+		if _, _, err := decodeMeta(b); !errors.Is(err, ErrBadMeta) {
+			t.Errorf("%s: err = %v, want ErrBadMeta", name, err)
+		}
+	}
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta(Meta{NodeID: "a", RaftAddr: "r:1", Version: 2}, flagLeaving))
+	f.Add([]byte{metaFormat, 0, 0x80})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, flags, err := decodeMeta(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes re-encodes to a prefix of the input: the rest
+		// can only be fields of a newer release.
+		re := encodeMeta(m, flags)
+		if !bytes.HasPrefix(b, re) {
+			// Varints have non-minimal encodings; compare by value.
+			m2, flags2, err := decodeMeta(re)
+			if err != nil || m2 != m || flags2 != flags {
+				t.Fatalf("re-encoding %+v/%d does not decode back: %+v/%d %v", m, flags, m2, flags2, err)
+			}
+		}
+	})
+}
+
+func TestParseLevelPrefix(t *testing.T) {
+	cases := []struct {
+		in    string
+		level slog.Level
+		msg   string
+	}{
+		{"[DEBUG] memberlist: Stream connection from=1.2.3.4:5\n", slog.LevelDebug, "Stream connection from=1.2.3.4:5"},
+		{"[INFO] memberlist: Marking c as failed", slog.LevelInfo, "Marking c as failed"},
+		{"[WARN] memberlist: Refuting a suspect message", slog.LevelWarn, "Refuting a suspect message"},
+		{"[ERR] memberlist: Conflicting address", slog.LevelError, "Conflicting address"},
+		{"[ERR] Failed to shutdown transport", slog.LevelError, "Failed to shutdown transport"},
+		{"no prefix at all", slog.LevelInfo, "no prefix at all"},
+		{"[odd] text", slog.LevelInfo, "[odd] text"},
+	}
+	for _, tc := range cases {
+		level, msg := parseLevelPrefix(tc.in)
+		if level != tc.level || msg != tc.msg {
+			t.Errorf("parseLevelPrefix(%q) = %v %q, want %v %q", tc.in, level, msg, tc.level, tc.msg)
+		}
+	}
+}
+
+// TestMemberlistLoggerLevels checks the whole adapter: a logger at Warn
+// keeps memberlist's warnings and errors, at their levels, and drops its
+// debug and info lines.
+func TestMemberlistLoggerLevels(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	ml := newMemberlistLogger(l)
+	ml.Printf("[DEBUG] memberlist: noise")
+	ml.Printf("[INFO] memberlist: chatter")
+	ml.Printf("[WARN] memberlist: careful %d", 1)
+	ml.Printf("[ERR] memberlist: broken")
+	want := "level=WARN msg=\"careful 1\" logger=memberlist\nlevel=ERROR msg=broken logger=memberlist\n"
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+	if !(levelPrefixHandler{inner: l.Handler()}).Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("adapter must not filter on the fixed level NewLogLogger asks with")
+	}
+}
