@@ -5,7 +5,7 @@ BIN := bin
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: all build run test test-race test-full fuzz vet lint generate bench clean cluster
+.PHONY: cluster all build run test test-race test-full fuzz vet lint generate bench clean cluster
 
 all: build
 
@@ -16,6 +16,18 @@ build:
 # One node, every shard local, HTTP on :8080 and gRPC on :9090.
 run: build
 	$(BIN)/ration-node --node-id node1 --data-dir ./data
+
+# Three nodes on 127.0.0.1, .2 and .3 with the default ports, data in
+# ./data/nodeN, logs in ./data/nodeN/node.log. Ctrl-C stops all three.
+cluster: build
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
+	for i in 1 2 3; do \
+		mkdir -p data/node$$i; \
+		$(BIN)/ration-node --node-id node$$i --data-dir ./data/node$$i --bind-host 127.0.0.$$i \
+			--join 127.0.0.1,127.0.0.2,127.0.0.3 --bootstrap-expect 3 >data/node$$i/node.log 2>&1 & \
+	done; \
+	echo "3 nodes: HTTP on 127.0.0.{1,2,3}:8080, gRPC on :9090; logs in data/nodeN/node.log; Ctrl-C stops them"; \
+	wait
 
 vet:
 	$(GO) vet $(PKGS)

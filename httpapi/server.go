@@ -201,7 +201,6 @@ type balanceReply struct {
 	At      int64              `json:"at"`
 	Balance int64              `json:"balance"`
 	Grants  []grantBalanceJSON `json:"grants"`
-	Version uint64             `json:"version"`
 }
 
 func (s *server) balance(w http.ResponseWriter, r *http.Request) error {
@@ -219,7 +218,7 @@ func (s *server) balance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := balanceReply{User: user, At: res.At, Balance: res.Balance, Version: res.Version, Grants: make([]grantBalanceJSON, len(res.Grants))}
+	out := balanceReply{User: user, At: res.At, Balance: res.Balance, Grants: make([]grantBalanceJSON, len(res.Grants))}
 	for i, g := range res.Grants {
 		out.Grants[i] = grantBalanceJSON{ID: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
 	}

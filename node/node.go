@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/ration/ration/actors"
 	rationv1 "github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/routing"
 	"github.com/ration/ration/config"
 	"github.com/ration/ration/grpcapi"
 	"github.com/ration/ration/httpapi"
@@ -33,12 +36,14 @@ import (
 
 // Node is a running Ration node.
 type Node struct {
-	cfg  *config.Config
-	log  *slog.Logger
-	reg  *prometheus.Registry
-	mux  *mux.Mux
-	host *shards.Host
-	dir  *actors.Directory
+	cfg     *config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	mux     *mux.Mux
+	host    *shards.Host
+	dir     *actors.Directory
+	members *membership.Membership // nil on a single node
+	router  *routing.Router
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -79,13 +84,26 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	go func() { _ = n.mux.Serve() }()
 	cleanup = append(cleanup, func() { _ = n.mux.Close() })
 
+	var hosted []uint32
+	var peersOf func(uint32) []raft.Server
+	if clustered(n) {
+		if err := n.startMembership(ctx); err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, func() { _ = n.members.Leave(context.Background()) })
+		if hosted, peersOf, err = n.formation(ctx); err != nil {
+			return nil, err
+		}
+	}
 	n.host, err = shards.Open(ctx, shards.Config{
 		NodeID:             cfg.NodeID,
 		DataDir:            cfg.DataDir,
 		Mux:                n.mux,
 		AdvertiseAddr:      cfg.AdvertiseRaftAddr(),
 		Shards:             cfg.Shards,
-		Bootstrap:          cfg.BootstrapExpect == 1 && len(cfg.Join) == 0,
+		Hosted:             hosted,
+		Bootstrap:          !clustered(n) || peersOf != nil,
+		PeersOf:            peersOf,
 		HeartbeatTimeout:   cfg.RaftHeartbeatTimeout,
 		ElectionTimeout:    cfg.RaftElectionTimeout,
 		LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
@@ -112,7 +130,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	})
 	cleanup = append(cleanup, unsubscribe)
 
-	svc := service.New(n.dir, time.Now)
+	// Any node answers any request: the router serves the shards this node
+	// leads and forwards the rest to their leaders.
+	n.router = routing.New(n.dir, locator{n}, routing.Options{})
+	cleanup = append(cleanup, func() { _ = n.router.Close() })
+	svc := service.New(n.router, time.Now)
 
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr())
 	if err != nil {
@@ -201,7 +223,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		}()
 		wg.Wait()
-		errs := []error{n.dir.Shutdown(ctx), n.host.Shutdown(ctx), n.mux.Close()}
+		errs := []error{n.dir.Shutdown(ctx), n.host.Shutdown(ctx)}
+		if n.members != nil {
+			errs = append(errs, n.members.Leave(ctx))
+		}
+		errs = append(errs, n.router.Close(), n.mux.Close())
 		n.stopErr = errors.Join(errs...)
 		n.log.Info("shut down", "err", n.stopErr)
 	})
@@ -210,10 +236,19 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) status(ctx context.Context) (*rationv1.StatusResponse, error) {
 	res := &rationv1.StatusResponse{NodeId: n.cfg.NodeID}
-	res.Nodes = append(res.Nodes, &rationv1.Node{
-		Id: n.cfg.NodeID, RaftAddr: n.cfg.AdvertiseRaftAddr(), GrpcAddr: n.cfg.AdvertiseGRPCAddr(),
-		HttpAddr: n.cfg.AdvertiseHTTPAddr(), State: "alive",
-	})
+	if n.members == nil {
+		res.Nodes = append(res.Nodes, &rationv1.Node{
+			Id: n.cfg.NodeID, RaftAddr: n.cfg.AdvertiseRaftAddr(), GrpcAddr: n.cfg.AdvertiseGRPCAddr(),
+			HttpAddr: n.cfg.AdvertiseHTTPAddr(), State: "alive",
+		})
+	} else {
+		for _, m := range n.members.Members() {
+			res.Nodes = append(res.Nodes, &rationv1.Node{
+				Id: m.Meta.NodeID, RaftAddr: m.Meta.RaftAddr, GrpcAddr: m.Meta.GRPCAddr,
+				HttpAddr: m.Meta.HTTPAddr, State: m.State.String(),
+			})
+		}
+	}
 	for _, s := range n.host.Status() {
 		res.Shards = append(res.Shards, &rationv1.Shard{
 			Id: s.Shard, Leader: s.LeaderID, Replicas: s.Voters, Voters: s.Voters,

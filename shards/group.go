@@ -124,6 +124,9 @@ func (h *Host) openGroup(id uint32) (_ *group, err error) {
 		}
 		if !has {
 			servers := h.cfg.Peers
+			if h.cfg.PeersOf != nil {
+				servers = h.cfg.PeersOf(g.id)
+			}
 			if len(servers) == 0 {
 				servers = []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: g.trans.LocalAddr()}}
 			}

@@ -45,6 +45,11 @@ type Config struct {
 	// Peers is the initial configuration for Bootstrap; it must include
 	// this node.
 	Peers []raft.Server
+	// PeersOf, if set, gives each shard its own initial configuration
+	// instead of Peers: with more nodes than replicas every shard has its
+	// own replica set. Every replica of a shard may bootstrap it, as long
+	// as all of them use the identical configuration.
+	PeersOf func(shard uint32) []raft.Server
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration

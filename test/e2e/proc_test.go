@@ -71,6 +71,7 @@ func freePorts(t *testing.T, n int) []int {
 // proc is one ration-node process.
 type proc struct {
 	t       *testing.T
+	id      string
 	dataDir string
 	ports   []int // http, grpc, gossip, raft
 	extra   []string
@@ -80,7 +81,7 @@ type proc struct {
 }
 
 func newProc(t *testing.T, extra ...string) *proc {
-	return &proc{t: t, dataDir: t.TempDir(), ports: freePorts(t, 4), extra: extra}
+	return &proc{t: t, id: "e2e", dataDir: t.TempDir(), ports: freePorts(t, 4), extra: extra}
 }
 
 func (p *proc) base() string { return "http://127.0.0.1:" + strconv.Itoa(p.ports[0]) }
@@ -92,7 +93,7 @@ func (p *proc) start() {
 	t := p.t
 	t.Helper()
 	args := []string{
-		"--node-id", "e2e", "--data-dir", p.dataDir, "--bind-host", "127.0.0.1",
+		"--node-id", p.id, "--data-dir", p.dataDir, "--bind-host", "127.0.0.1",
 		"--http-port", strconv.Itoa(p.ports[0]), "--grpc-port", strconv.Itoa(p.ports[1]),
 		"--gossip-port", strconv.Itoa(p.ports[2]), "--raft-port", strconv.Itoa(p.ports[3]),
 		"--shards", "8", "--log-level", "warn",

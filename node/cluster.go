@@ -1,0 +1,183 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/placement"
+	"github.com/ration/ration/shards"
+)
+
+// clustered reports whether the node forms or joins a cluster rather than
+// running every shard alone.
+func clustered(n *Node) bool { return len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 1 }
+
+// startMembership joins the gossip cluster with this node's addresses.
+func (n *Node) startMembership(ctx context.Context) error {
+	cfg := n.cfg
+	m, err := membership.Start(ctx, membership.Config{
+		NodeID:        cfg.NodeID,
+		BindHost:      cfg.BindHost,
+		BindPort:      cfg.GossipPort,
+		AdvertiseHost: cfg.AdvertiseHost,
+		AdvertisePort: cfg.GossipPort,
+		Join:          cfg.JoinAddrs(),
+		SecretKey:     cfg.GossipKey,
+		Meta: membership.Meta{
+			NodeID:   cfg.NodeID,
+			RaftAddr: cfg.AdvertiseRaftAddr(),
+			GRPCAddr: cfg.AdvertiseGRPCAddr(),
+			HTTPAddr: cfg.AdvertiseHTTPAddr(),
+		},
+		Logger: n.log.With("component", "membership"),
+	})
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	n.members = m
+	return nil
+}
+
+// existingShards are the shards with raft state in the data dir: a
+// restarted node hosts exactly what it hosted before.
+func existingShards(dataDir string, total int) []uint32 {
+	var out []uint32
+	for s := 0; s < total; s++ {
+		if _, err := os.Stat(filepath.Join(dataDir, "shards", strconv.Itoa(s), "raft.db")); err == nil {
+			out = append(out, uint32(s))
+		}
+	}
+	return out
+}
+
+// formation decides which shards this node hosts and, on a first start,
+// each shard's initial voters. It waits until --bootstrap-expect members
+// are alive. Every node computes the same replica sets from the same
+// member set, so every replica of a shard bootstraps it with the identical
+// configuration.
+func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uint32) []raft.Server, err error) {
+	if have := existingShards(n.cfg.DataDir, n.cfg.Shards); len(have) > 0 {
+		n.log.Info("restarting with existing shards", "shards", len(have))
+		return have, nil, nil
+	}
+	expect := max(n.cfg.BootstrapExpect, 1)
+	var members []membership.Member
+	logged := -1
+	for {
+		members = alive(n.members.Members())
+		if len(members) >= expect {
+			break
+		}
+		if len(members) != logged {
+			logged = len(members)
+			n.log.Info("waiting for members before forming shards", "alive", len(members), "expect", expect)
+		}
+		ch, cancel := n.members.Subscribe()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			cancel()
+			return nil, nil, fmt.Errorf("waiting for %d members: %w", expect, ctx.Err())
+		}
+		cancel()
+	}
+	// The expected members, chosen the same way on every node: the first
+	// by id. A member that joins later gets shards by rebalancing.
+	slices.SortFunc(members, func(a, b membership.Member) int { return compare(a.Meta.NodeID, b.Meta.NodeID) })
+	members = members[:expect]
+	ids := make([]string, len(members))
+	addr := map[string]string{}
+	for i, m := range members {
+		ids[i] = m.Meta.NodeID
+		addr[m.Meta.NodeID] = m.Meta.RaftAddr
+	}
+	sets := make([][]string, n.cfg.Shards)
+	for s := range sets {
+		sets[s] = placement.ReplicaSet(uint32(s), ids, n.cfg.Replicas)
+		if slices.Contains(sets[s], n.cfg.NodeID) {
+			hosted = append(hosted, uint32(s))
+		}
+	}
+	if len(hosted) == 0 {
+		return nil, nil, errors.New("placement gives this node no shard; it waits for rebalancing, which is not built yet")
+	}
+	n.log.Info("forming shards", "members", ids, "hosted", len(hosted))
+	return hosted, func(shard uint32) []raft.Server {
+		var servers []raft.Server
+		for _, id := range sets[shard] {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(addr[id])})
+		}
+		return servers
+	}, nil
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func alive(ms []membership.Member) []membership.Member {
+	var out []membership.Member
+	for _, m := range ms {
+		if m.State == membership.Alive {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// locator tells the router where shards are led, from this node's raft
+// groups and the membership view.
+type locator struct{ n *Node }
+
+func (l locator) ShardOf(user string) uint32 { return shards.ShardOf(user, l.n.cfg.Shards) }
+
+func (l locator) LocalLeader(shard uint32) bool { return l.n.host.IsLeader(shard) }
+
+func (l locator) LeaderHint(shard uint32) (string, bool) {
+	id, _ := l.n.host.Leader(shard)
+	return id, id != ""
+}
+
+func (l locator) Candidates(shard uint32) []string {
+	if l.n.members == nil {
+		return nil
+	}
+	var ids []string
+	for _, m := range l.n.members.Members() {
+		if m.State == membership.Alive || m.State == membership.Suspect {
+			ids = append(ids, m.Meta.NodeID)
+		}
+	}
+	return placement.ReplicaSet(shard, ids, l.n.cfg.Replicas)
+}
+
+func (l locator) GRPCAddr(node string) (string, bool) {
+	if node == l.n.cfg.NodeID {
+		return l.n.cfg.AdvertiseGRPCAddr(), true
+	}
+	if l.n.members == nil {
+		return "", false
+	}
+	for _, m := range l.n.members.Members() {
+		if m.Meta.NodeID == node {
+			return m.Meta.GRPCAddr, m.Meta.GRPCAddr != ""
+		}
+	}
+	return "", false
+}
