@@ -204,6 +204,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		defer close(n.done)
 		n.draining.Store(true)
 		n.log.Info("shutting down")
+		// Hand the shards this node leads to other replicas first: the
+		// requests still in flight here, and the ones other nodes forward,
+		// then reach the new leaders instead of waiting out an election.
+		if err := n.host.TransferLeadership(ctx); err != nil {
+			n.log.Warn("leadership transfer", "err", err)
+		}
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() {

@@ -146,3 +146,34 @@ func checkAcksVia(t *testing.T, acks []ack, base string) {
 		t.Fatalf("%d of %d acknowledged writes lost", lost, len(acks))
 	}
 }
+
+// SIGTERM to one node of three while clients write through the other two:
+// it hands its shards over and leaves, and no request fails.
+func TestGracefulRemovalFailsNoRequest(t *testing.T) {
+	procs := newCluster(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		acks   []ack
+		failed int
+	}
+	done := make(chan result, 2)
+	for _, p := range procs[1:] {
+		go func() {
+			a, f := writeLoadCounting(ctx, p.base(), 8, "g-"+p.id)
+			done <- result{a, f}
+		}()
+	}
+	time.Sleep(time.Second)
+	if err := procs[0].stop(30 * time.Second); err != nil {
+		t.Fatalf("node1 did not stop cleanly: %v\n%s", err, procs[0].log())
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	r1, r2 := <-done, <-done
+	acks := append(r1.acks, r2.acks...)
+	if failed := r1.failed + r2.failed; failed > 0 {
+		t.Fatalf("%d requests failed while node1 left gracefully (%d acknowledged)\n%s", failed, len(acks), procs[0].log())
+	}
+	t.Logf("%d writes acknowledged, none failed, while node1 left gracefully", len(acks))
+	checkAcksVia(t, acks, procs[1].base())
+}

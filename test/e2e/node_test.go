@@ -79,6 +79,15 @@ type ack struct {
 
 // writeLoad runs writers until ctx ends and returns the acknowledged writes.
 func writeLoad(ctx context.Context, base string, writers int, tag string) []ack {
+	acks, _ := writeLoadCounting(ctx, base, writers, tag)
+	return acks
+}
+
+// writeLoadCounting is writeLoad that also counts the requests that got no
+// answer (a transport error or a status other than 200 and 422) while the
+// load ran; requests cut short by the end of ctx are not counted.
+func writeLoadCounting(ctx context.Context, base string, writers int, tag string) ([]ack, int) {
+	var failed atomic.Int64
 	var mu sync.Mutex
 	var acks []ack
 	var wg sync.WaitGroup
@@ -98,16 +107,21 @@ func writeLoad(ctx context.Context, base string, writers int, tag string) []ack 
 					body = fmt.Sprintf(`{"id":"%s-d-%d-%d","amount":1,"timestamp":%d}`, tag, w, i, i+1000000)
 				}
 				status, _, err := post(ctx, url, body)
-				if err == nil && status == 200 {
+				switch {
+				case err == nil && status == 200:
 					mu.Lock()
 					acks = append(acks, ack{url, body})
 					mu.Unlock()
+				case err == nil && status == 422:
+					// An answer: credits ran out for this user.
+				case ctx.Err() == nil:
+					failed.Add(1)
 				}
 			}
 		}(w)
 	}
 	wg.Wait()
-	return acks
+	return acks, int(failed.Load())
 }
 
 // checkAcks resends every acknowledged write: each must be a duplicate,
