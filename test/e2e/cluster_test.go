@@ -177,3 +177,40 @@ func TestGracefulRemovalFailsNoRequest(t *testing.T) {
 	t.Logf("%d writes acknowledged, none failed, while node1 left gracefully", len(acks))
 	checkAcksVia(t, acks, procs[1].base())
 }
+
+// Five nodes, three replicas per shard: most nodes hold no replica of a
+// given shard and must find its leader from placement alone. The vectors,
+// each step through another node in turn, must all be answered right.
+func TestVectorsThroughFiveNodeCluster(t *testing.T) {
+	procs := newCluster(t, 5)
+	v, err := contract.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bases []string
+	for _, p := range procs {
+		bases = append(bases, p.base())
+	}
+	if err := contract.Replay(httpc, bases, v, "five-"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Options{Endpoints: []string{procs[4].grpcAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 5 {
+		t.Fatalf("node5 sees %d nodes", len(st.Nodes))
+	}
+	for _, s := range st.Shards {
+		if len(s.Voters) != 3 {
+			t.Fatalf("shard %d has voters %v, want 3 of 5 nodes", s.ID, s.Voters)
+		}
+	}
+}
