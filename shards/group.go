@@ -57,6 +57,8 @@ type group struct {
 	announced bool
 	changed   broadcast // leader or ready changed
 
+	verify verifier
+
 	pipeline
 }
 

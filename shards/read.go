@@ -52,7 +52,7 @@ func (h *Host) ReadBarrier(ctx context.Context, shard uint32) error {
 	}
 
 	readIndex := g.raft.CommitIndex()
-	if err := await(ctx, g.raft.VerifyLeader()); err != nil {
+	if err := g.verifyLeader(ctx); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
 			return g.notLeader()
