@@ -168,9 +168,13 @@ type Shard struct {
 	Replicas     []string
 	Voters       []string
 	AppliedIndex uint64
-	CommitIndex  uint64
-	State        string
-	Users        uint64
+	// StateHash is the answering node's hash of its replica of the shard
+	// state as of AppliedIndex: equal on replicas that applied the same
+	// index.
+	StateHash   []byte
+	CommitIndex uint64
+	State       string
+	Users       uint64
 }
 
 // Int64 returns a pointer to v, for the optional fields.
@@ -270,7 +274,7 @@ func clusterStatus(r *rationv1.StatusResponse) ClusterStatus {
 	for _, sh := range r.GetShards() {
 		s.Shards = append(s.Shards, Shard{
 			ID: sh.GetId(), Leader: sh.GetLeader(), Replicas: sh.GetReplicas(), Voters: sh.GetVoters(),
-			AppliedIndex: sh.GetAppliedIndex(), CommitIndex: sh.GetCommitIndex(),
+			AppliedIndex: sh.GetAppliedIndex(), CommitIndex: sh.GetCommitIndex(), StateHash: sh.GetStateHash(),
 			State: sh.GetState(), Users: sh.GetUsers(),
 		})
 	}

@@ -256,8 +256,10 @@ func (n *Node) status(ctx context.Context) (*rationv1.StatusResponse, error) {
 		}
 	}
 	for _, s := range n.host.Status() {
+		hash := n.host.FSM(s.Shard).StateHash()
 		res.Shards = append(res.Shards, &rationv1.Shard{
-			Id: s.Shard, Leader: s.LeaderID, Replicas: s.Voters, Voters: s.Voters,
+			StateHash: hash[:],
+			Id:        s.Shard, Leader: s.LeaderID, Replicas: s.Voters, Voters: s.Voters,
 			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: s.State, Users: uint64(s.Users),
 		})
 	}

@@ -1700,7 +1700,11 @@ type Shard struct {
 	// "Candidate", "Shutdown"; empty if the node holds no replica.
 	State string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
 	// Number of users with a ledger in the shard, as of applied_index.
-	Users         uint64 `protobuf:"varint,8,opt,name=users,proto3" json:"users,omitempty"`
+	Users uint64 `protobuf:"varint,8,opt,name=users,proto3" json:"users,omitempty"`
+	// SHA-256 of the answering node's replica of the shard state, as of
+	// applied_index. Replicas that applied the same index have the same hash;
+	// comparing them checks that no replica diverged.
+	StateHash     []byte `protobuf:"bytes,9,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1789,6 +1793,13 @@ func (x *Shard) GetUsers() uint64 {
 		return x.Users
 	}
 	return 0
+}
+
+func (x *Shard) GetStateHash() []byte {
+	if x != nil {
+		return x.StateHash
+	}
+	return nil
 }
 
 var File_ration_v1_ledger_proto protoreflect.FileDescriptor
@@ -1900,7 +1911,7 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"\xd7\x01\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\"\xf6\x01\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1a\n" +
@@ -1909,7 +1920,9 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fcommit_index\x18\x06 \x01(\x04R\vcommitIndex\x12\x14\n" +
 	"\x05state\x18\a \x01(\tR\x05state\x12\x14\n" +
-	"\x05users\x18\b \x01(\x04R\x05users*r\n" +
+	"\x05users\x18\b \x01(\x04R\x05users\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\t \x01(\fR\tstateHash*r\n" +
 	"\x0fReadConsistency\x12 \n" +
 	"\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x01\x12\x1a\n" +

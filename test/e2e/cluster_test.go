@@ -125,6 +125,7 @@ func TestClusterFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	checkAcksVia(t, acks, procs[2].base())
 	procs[0].start()
 	checkAcksVia(t, acks, procs[0].base())
+	checkReplicasConverge(t, procs)
 }
 
 // checkAcksVia resends every acknowledged write through base: each must
@@ -176,6 +177,7 @@ func TestGracefulRemovalFailsNoRequest(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged, none failed, while node1 left gracefully", len(acks))
 	checkAcksVia(t, acks, procs[1].base())
+	checkReplicasConverge(t, procs[1:])
 }
 
 // Five nodes, three replicas per shard: most nodes hold no replica of a
@@ -211,6 +213,57 @@ func TestVectorsThroughFiveNodeCluster(t *testing.T) {
 	for _, s := range st.Shards {
 		if len(s.Voters) != 3 {
 			t.Fatalf("shard %d has voters %v, want 3 of 5 nodes", s.ID, s.Voters)
+		}
+	}
+}
+
+// checkReplicasConverge waits until every replica of every shard, on the
+// given nodes, has applied the same index, and requires their state
+// hashes to be equal then. Equal indexes with different hashes would mean
+// a replica diverged.
+func checkReplicasConverge(t *testing.T, procs []*proc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type replica struct {
+		node    string
+		applied uint64
+		hash    string
+	}
+	for {
+		byShard := map[uint32][]replica{}
+		for _, p := range procs {
+			c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := c.Status(ctx)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%s status: %v", p.id, err)
+			}
+			for _, s := range st.Shards {
+				byShard[s.ID] = append(byShard[s.ID], replica{p.id, s.AppliedIndex, string(s.StateHash)})
+			}
+		}
+		converged := true
+		for shard, rs := range byShard {
+			for _, r := range rs[1:] {
+				if r.applied != rs[0].applied {
+					converged = false
+				} else if r.hash != rs[0].hash {
+					t.Fatalf("shard %d diverged: %s and %s both applied %d with different state", shard, rs[0].node, r.node, r.applied)
+				}
+			}
+		}
+		if converged {
+			t.Logf("every replica of %d shards converged to the same state", len(byShard))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("replicas did not converge: %+v", byShard)
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
