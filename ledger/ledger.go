@@ -187,15 +187,23 @@ func (l *Ledger) dedName(d uint32) string {
 	return l.ids.str(r.idOff, r.idLen)
 }
 
-func validateGrant(op Grant) error {
-	if err := validateID("id", op.ID); err != nil {
+// validateOp checks what grants and deductions have in common.
+func validateOp(id string, amount, ts int64) error {
+	if err := validateID("id", id); err != nil {
 		return err
 	}
-	if op.Amount <= 0 {
-		return invalid("amount", "must be positive, got %d", op.Amount)
+	if amount <= 0 {
+		return invalid("amount", "must be positive, got %d", amount)
 	}
-	if op.Timestamp < 0 {
-		return invalid("timestamp", "must not be negative, got %d", op.Timestamp)
+	if ts < 0 {
+		return invalid("timestamp", "must not be negative, got %d", ts)
+	}
+	return nil
+}
+
+func validateGrant(op Grant) error {
+	if err := validateOp(op.ID, op.Amount, op.Timestamp); err != nil {
+		return err
 	}
 	if op.ExpiresAt <= op.Timestamp {
 		return invalid("expires_at", "must be later than timestamp %d, got %d", op.Timestamp, op.ExpiresAt)
@@ -204,16 +212,7 @@ func validateGrant(op Grant) error {
 }
 
 func validateDeduction(op Deduction) error {
-	if err := validateID("id", op.ID); err != nil {
-		return err
-	}
-	if op.Amount <= 0 {
-		return invalid("amount", "must be positive, got %d", op.Amount)
-	}
-	if op.Timestamp < 0 {
-		return invalid("timestamp", "must not be negative, got %d", op.Timestamp)
-	}
-	return nil
+	return validateOp(op.ID, op.Amount, op.Timestamp)
 }
 
 // CheckGrant reports what Grant would do without changing anything: nil if

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -93,7 +94,7 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 	}
 	// The expected members, chosen the same way on every node: the first
 	// by id. A member that joins later gets shards by rebalancing.
-	slices.SortFunc(members, func(a, b membership.Member) int { return compare(a.Meta.NodeID, b.Meta.NodeID) })
+	slices.SortFunc(members, func(a, b membership.Member) int { return strings.Compare(a.Meta.NodeID, b.Meta.NodeID) })
 	members = members[:expect]
 	ids := make([]string, len(members))
 	addr := map[string]string{}
@@ -119,16 +120,6 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		}
 		return servers
 	}, nil
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func alive(ms []membership.Member) []membership.Member {

@@ -62,15 +62,7 @@ func TestVectorsThroughThreeNodeCluster(t *testing.T) {
 	defer cancel()
 	var leaders []string
 	for i, p := range procs {
-		c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := c.Status(ctx)
-		c.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := statusOf(ctx, t, p)
 		if len(st.Nodes) != 3 {
 			t.Fatalf("%s sees %d nodes", p.id, len(st.Nodes))
 		}
@@ -198,15 +190,7 @@ func TestVectorsThroughFiveNodeCluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.New(ctx, client.Options{Endpoints: []string{procs[4].grpcAddr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := statusOf(ctx, t, procs[4])
 	if len(st.Nodes) != 5 {
 		t.Fatalf("node5 sees %d nodes", len(st.Nodes))
 	}
@@ -233,15 +217,7 @@ func checkReplicasConverge(t *testing.T, procs []*proc) {
 	for {
 		byShard := map[uint32][]replica{}
 		for _, p := range procs {
-			c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := c.Status(ctx)
-			c.Close()
-			if err != nil {
-				t.Fatalf("%s status: %v", p.id, err)
-			}
+			st := statusOf(ctx, t, p)
 			for _, s := range st.Shards {
 				byShard[s.ID] = append(byShard[s.ID], replica{p.id, s.AppliedIndex, string(s.StateHash)})
 			}
@@ -266,4 +242,19 @@ func checkReplicasConverge(t *testing.T, procs []*proc) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// statusOf asks one node for its view of the cluster.
+func statusOf(ctx context.Context, t *testing.T, p *proc) client.ClusterStatus {
+	t.Helper()
+	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatalf("%s status: %v", p.id, err)
+	}
+	return st
 }
