@@ -59,10 +59,14 @@ type group struct {
 
 	verify verifier
 
+	// removed is set, under Host.mu, by RemoveGroup before the proposer
+	// stops, so that nothing is queued behind its final drain.
+	removed bool
+
 	pipeline
 }
 
-func (h *Host) openGroup(id uint32) (_ *group, err error) {
+func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 	dir := filepath.Join(h.cfg.DataDir, "shards", strconv.FormatUint(uint64(id), 10))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("shards: shard %d: %w", id, err)
@@ -119,7 +123,7 @@ func (h *Host) openGroup(id uint32) (_ *group, err error) {
 	undo = append(undo, func() error { g.trans.CloseStreams(); return g.trans.Close() })
 
 	rc := h.raftConfig(hl, g.notifyCh)
-	if h.cfg.Bootstrap {
+	if bootstrap {
 		has, err := raft.HasExistingState(g.store, g.store, snaps)
 		if err != nil {
 			return nil, fail("check for existing state", err)
@@ -262,6 +266,21 @@ func (g *group) confirmLeadership(gen uint64) {
 			return
 		}
 	}
+}
+
+// isVoter reports whether this node is a voter in the group's latest
+// configuration (committed or not), as far as this node knows it.
+func (g *group) isVoter() bool {
+	f := g.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(g.h.cfg.NodeID) {
+			return s.Suffrage == raft.Voter
+		}
+	}
+	return false
 }
 
 func (g *group) isReady() bool {

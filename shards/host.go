@@ -123,8 +123,15 @@ type Host struct {
 	metrics sinks
 	prom    *promMetrics // nil without a Registerer
 
+	// gmu guards groups and hosted, which AddGroup and RemoveGroup change
+	// at run time; readers take a snapshot (hostedGroups) or look one
+	// group up (group) under the read lock.
+	gmu    sync.RWMutex
 	groups []*group // indexed by shard id; nil where not hosted
 	hosted []*group // the non-nil groups, by shard id
+	// changeMu serializes AddGroup, RemoveGroup and Shutdown's snapshot
+	// of the groups, so that no group is opened behind Shutdown's back.
+	changeMu sync.Mutex
 
 	// mu orders Propose's enqueue against Shutdown: Shutdown takes it
 	// exclusively to set closed, after which nothing new is queued, so the
@@ -186,7 +193,7 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 			h.shutdownNow()
 			return nil, fmt.Errorf("shards: open: %w", err)
 		}
-		g, err := h.openGroup(id)
+		g, err := h.openGroup(id, cfg.Bootstrap)
 		if err != nil {
 			h.shutdownNow()
 			return nil, err
@@ -231,13 +238,18 @@ func (h *Host) shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
 	h.mu.Unlock()
+	// An AddGroup or RemoveGroup in progress finishes first; later ones
+	// see closing and do nothing.
+	h.changeMu.Lock()
+	hosted := h.hostedGroups()
+	h.changeMu.Unlock()
 
-	for _, g := range h.hosted {
+	for _, g := range hosted {
 		g.stopProposing()
 	}
 	var errs []error
 wait:
-	for _, g := range h.hosted {
+	for _, g := range hosted {
 		select {
 		case <-g.pipelineDone:
 		case <-ctx.Done():
@@ -248,16 +260,16 @@ wait:
 
 	// raft's Shutdown waits for its goroutines, a running snapshot
 	// included; the groups are independent, so do them all at once.
-	closeErrs := make([]error, len(h.hosted))
+	closeErrs := make([]error, len(hosted))
 	var wg sync.WaitGroup
-	for i, g := range h.hosted {
+	for i, g := range hosted {
 		wg.Go(func() { closeErrs[i] = g.close() })
 	}
 	wg.Wait()
 	errs = append(errs, closeErrs...)
 
 	// With raft down every future has resolved, so these end now.
-	for _, g := range h.hosted {
+	for _, g := range hosted {
 		<-g.pipelineDone
 	}
 	h.wg.Wait()
@@ -279,10 +291,19 @@ func (h *Host) isClosing() bool {
 }
 
 func (h *Host) group(shard uint32) (*group, error) {
+	h.gmu.RLock()
+	defer h.gmu.RUnlock()
 	if int64(shard) >= int64(len(h.groups)) || h.groups[shard] == nil {
 		return nil, fmt.Errorf("%w: shard %d", ErrNotHosted, shard)
 	}
 	return h.groups[shard], nil
+}
+
+// hostedGroups is a snapshot of the hosted groups, by shard id.
+func (h *Host) hostedGroups() []*group {
+	h.gmu.RLock()
+	defer h.gmu.RUnlock()
+	return slices.Clone(h.hosted)
 }
 
 // NodeID is this node's raft server id.
@@ -293,8 +314,9 @@ func (h *Host) Shards() int { return h.cfg.Shards }
 
 // Hosted lists the shards this node hosts, in increasing order.
 func (h *Host) Hosted() []uint32 {
-	ids := make([]uint32, len(h.hosted))
-	for i, g := range h.hosted {
+	hosted := h.hostedGroups()
+	ids := make([]uint32, len(hosted))
+	for i, g := range hosted {
 		ids[i] = g.id
 	}
 	return ids
@@ -329,11 +351,21 @@ func (h *Host) Leader(shard uint32) (id, addr string) {
 	return string(i), string(a)
 }
 
-// Ready reports whether every hosted shard has a known leader and this node
-// is ready on every shard it leads (its first entry as leader has been
-// applied, so reads and actor activations see every earlier write).
+// Ready reports whether every hosted shard of which this node is a voter
+// has a known leader and this node is ready on every shard it leads (its
+// first entry as leader has been applied, so reads and actor activations
+// see every earlier write).
+//
+// Groups in which this node is not a voter (per its latest configuration)
+// do not count: a group just opened by AddGroup has an empty configuration
+// until the leader contacts it, a nonvoter is still catching up, and a
+// removed replica waits for RemoveGroup. None of them serves requests, and
+// counting them would make /readyz flap on every move.
 func (h *Host) Ready() bool {
-	for _, g := range h.hosted {
+	for _, g := range h.hostedGroups() {
+		if !g.isVoter() {
+			continue
+		}
 		if addr, _ := g.raft.LeaderWithID(); addr == "" {
 			return false
 		}
@@ -395,12 +427,16 @@ type ShardStatus struct {
 	LastIndex    uint64
 	Users        int
 	Voters       []string // server ids
+	// Replicas are every server of the latest configuration, voters and
+	// nonvoters (a nonvoter is a replica being added by rebalancing).
+	Replicas []string
 }
 
 // Status describes every hosted group, by shard id.
 func (h *Host) Status() []ShardStatus {
-	out := make([]ShardStatus, 0, len(h.hosted))
-	for _, g := range h.hosted {
+	hosted := h.hostedGroups()
+	out := make([]ShardStatus, 0, len(hosted))
+	for _, g := range hosted {
 		addr, id := g.raft.LeaderWithID()
 		st := ShardStatus{
 			Shard:        g.id,
@@ -419,6 +455,7 @@ func (h *Host) Status() []ShardStatus {
 				if s.Suffrage == raft.Voter {
 					st.Voters = append(st.Voters, string(s.ID))
 				}
+				st.Replicas = append(st.Replicas, string(s.ID))
 			}
 		}
 		out = append(out, st)

@@ -164,7 +164,7 @@ func (m *promMetrics) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (m *promMetrics) Collect(ch chan<- prometheus.Metric) {
-	for _, g := range m.h.hosted {
+	for _, g := range m.h.hostedGroups() {
 		shard := strconv.FormatUint(uint64(g.id), 10)
 		st := g.fsm.Stats()
 		ch <- prometheus.MustNewConstMetric(m.stateDesc, prometheus.GaugeValue, float64(g.raft.State()), shard)

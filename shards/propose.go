@@ -135,7 +135,7 @@ func (h *Host) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, er
 func (h *Host) enqueue(ctx context.Context, g *group, p *proposal) error {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if h.closed {
+	if h.closed || g.removed {
 		return fmt.Errorf("shards: shard %d: %w", g.id, ErrShuttingDown)
 	}
 	select {

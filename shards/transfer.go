@@ -16,9 +16,10 @@ import (
 // ErrNoLeader (retryable), and the router finds the new leader.
 func (h *Host) TransferLeadership(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(h.hosted))
+	hosted := h.hostedGroups()
+	errs := make([]error, len(hosted))
 	moved := 0
-	for i, g := range h.hosted {
+	for i, g := range hosted {
 		if g.raft.State() != raft.Leader || !hasOtherVoter(g) {
 			continue
 		}
