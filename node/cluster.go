@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -92,10 +91,26 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		}
 		cancel()
 	}
+	// Joining an existing cluster: a node with no shard data that finds
+	// another member already hosting shards (over Admin.Status) opens no
+	// group and waits for the rebalancer, on itself and on the shards'
+	// leaders, to add it. The rule is deterministic per node and safe in
+	// a race: if nodes of a new cluster see each other's shards while
+	// forming, the late ones open their groups unbootstrapped (through
+	// the rebalancer); they are in the bootstrapped configuration, so the
+	// bootstrapped replicas contact them, and an empty group grants votes.
+	if n.othersHostShards(ctx, members) {
+		n.log.Info("joining an existing cluster: shards come by rebalancing", "alive", len(members))
+		return []uint32{}, nil, nil
+	}
 	// The expected members, chosen the same way on every node: the first
 	// by id. A member that joins later gets shards by rebalancing.
 	slices.SortFunc(members, func(a, b membership.Member) int { return strings.Compare(a.Meta.NodeID, b.Meta.NodeID) })
 	members = members[:expect]
+	if !slices.ContainsFunc(members, func(m membership.Member) bool { return m.Meta.NodeID == n.cfg.NodeID }) {
+		n.log.Info("not among the first members by id: shards come by rebalancing", "expect", expect)
+		return []uint32{}, nil, nil
+	}
 	ids := make([]string, len(members))
 	addr := map[string]string{}
 	for i, m := range members {
@@ -110,7 +125,10 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		}
 	}
 	if len(hosted) == 0 {
-		return nil, nil, errors.New("placement gives this node no shard; it waits for rebalancing, which is not built yet")
+		// Possible with more members than replicas and few shards; the
+		// rebalancer opens what placement gives this node later.
+		n.log.Info("placement gives this node no shard at formation")
+		return []uint32{}, nil, nil
 	}
 	n.log.Info("forming shards", "members", ids, "hosted", len(hosted))
 	return hosted, func(shard uint32) []raft.Server {

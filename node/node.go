@@ -24,6 +24,7 @@ import (
 	"github.com/ration/ration/actors"
 	rationv1 "github.com/ration/ration/api/rationv1"
 	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/rebalance"
 	"github.com/ration/ration/cluster/routing"
 	"github.com/ration/ration/config"
 	"github.com/ration/ration/grpcapi"
@@ -44,6 +45,10 @@ type Node struct {
 	dir     *actors.Directory
 	members *membership.Membership // nil on a single node
 	router  *routing.Router
+	// rebalancer moves replicas when membership changes; nil on a single
+	// node.
+	rebalancer *rebalance.Reconciler
+	peers      peers
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -95,6 +100,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 			return nil, err
 		}
 	}
+	// A node joining an existing cluster opens no group at first: hosted
+	// is then empty, not nil (which would mean every shard), and the
+	// rebalancer opens the groups placement gives it.
 	n.host, err = shards.Open(ctx, shards.Config{
 		NodeID:             cfg.NodeID,
 		DataDir:            cfg.DataDir,
@@ -116,6 +124,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		return nil, fmt.Errorf("shards: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Shutdown(context.Background()) })
+	cleanup = append(cleanup, n.peers.close)
 
 	n.dir = actors.New(replica{n.host, cfg.Shards}, actors.Options{
 		IdleTimeout: cfg.IdlePassivation,
@@ -175,6 +184,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 			logger.Error("http server", "err", err)
 		}
 	}()
+	// Last, so that the actors hear of every leadership change it causes.
+	if clustered(n) {
+		n.startRebalancer()
+	}
 	logger.Info("node started", "node_id", cfg.NodeID, "http", n.httpLn.Addr().String(),
 		"grpc", n.grpcLn.Addr().String(), "raft", raftLn.Addr().String(), "shards", cfg.Shards, "data_dir", cfg.DataDir)
 	return n, nil
@@ -204,6 +217,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		defer close(n.done)
 		n.draining.Store(true)
 		n.log.Info("shutting down")
+		// No replica moves while the node goes away.
+		if n.rebalancer != nil {
+			n.rebalancer.Stop()
+		}
 		// Hand the shards this node leads to other replicas first: the
 		// requests still in flight here, and the ones other nodes forward,
 		// then reach the new leaders instead of waiting out an election.
@@ -234,6 +251,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, n.members.Leave(ctx))
 		}
 		errs = append(errs, n.router.Close(), n.mux.Close())
+		n.peers.close()
 		n.stopErr = errors.Join(errs...)
 		n.log.Info("shut down", "err", n.stopErr)
 	})
@@ -256,11 +274,21 @@ func (n *Node) status(ctx context.Context) (*rationv1.StatusResponse, error) {
 		}
 	}
 	for _, s := range n.host.Status() {
-		hash := n.host.FSM(s.Shard).StateHash()
+		fsm := n.host.FSM(s.Shard)
+		if fsm == nil { // removed since Status
+			continue
+		}
+		hash := fsm.StateHash()
+		state := s.State
+		// A shard led here that rebalancing is moving says so; a replica
+		// being added shows in Replicas and not yet in Voters.
+		if n.rebalancer != nil && n.rebalancer.Moving(s.Shard) {
+			state += " (moving)"
+		}
 		res.Shards = append(res.Shards, &rationv1.Shard{
 			StateHash: hash[:],
-			Id:        s.Shard, Leader: s.LeaderID, Replicas: s.Voters, Voters: s.Voters,
-			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: s.State, Users: uint64(s.Users),
+			Id:        s.Shard, Leader: s.LeaderID, Replicas: s.Replicas, Voters: s.Voters,
+			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: state, Users: uint64(s.Users),
 		})
 	}
 	return res, nil
@@ -283,5 +311,9 @@ func (r replica) ReadBarrier(ctx context.Context, shard uint32) error {
 }
 
 func (r replica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {
-	return r.h.FSM(shard).LogSince(user, from)
+	fsm := r.h.FSM(shard)
+	if fsm == nil { // moved away meanwhile
+		return 0, nil
+	}
+	return fsm.LogSince(user, from)
 }

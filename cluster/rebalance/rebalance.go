@@ -1,0 +1,468 @@
+// Package rebalance moves shard replicas when the cluster's membership
+// changes. Every node runs a Reconciler. For every shard it computes the
+// target replica set with placement.ReplicaSet over the eligible members,
+// and:
+//
+//   - opens an (unbootstrapped) group for a shard whose target includes
+//     this node but which it does not host;
+//   - on the shards it leads and is ready on, moves the raft configuration
+//     towards the target one change at a time, in the safe order of
+//     placement/DESIGN.md: add missing members as nonvoters, promote a
+//     nonvoter once it has caught up, and only when every target member is
+//     a voter remove the others, this leader last (it transfers the
+//     leadership first, and the next leader removes it);
+//   - closes and deletes a group whose configuration, as learned from the
+//     leader, no longer includes this node, once it had included it.
+//
+// Changes are rate-limited by a token bucket, and at most MaxMoving
+// shards led here are being changed at once, so a flapping member cannot
+// churn the cluster. Suspect members stay eligible; Dead and Left members
+// (and raft servers missing from the view) only drop out after DeadGrace.
+package rebalance
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/placement"
+)
+
+// Host is the part of shards.Host the reconciler drives.
+type Host interface {
+	NodeID() string
+	Shards() int
+	Hosted() []uint32
+	AddGroup(ctx context.Context, shard uint32) error
+	RemoveGroup(ctx context.Context, shard uint32) error
+	Configuration(shard uint32) (raft.Configuration, error)
+	IsLeader(shard uint32) bool
+	IsReady(shard uint32) bool
+	Indexes(shard uint32) (commit, applied uint64, err error)
+	AddNonvoter(ctx context.Context, shard uint32, id, addr string) error
+	PromoteVoter(ctx context.Context, shard uint32, id, addr string) error
+	RemoveServer(ctx context.Context, shard uint32, id string) error
+	TransferLeadershipOf(ctx context.Context, shard uint32) error
+}
+
+// Members is the membership view (membership.Membership).
+type Members interface {
+	Members() []membership.Member
+	Subscribe() (<-chan struct{}, func())
+}
+
+// AppliedIndexFunc asks member for its applied index of shard (over the
+// Admin.Status API in a real node).
+type AppliedIndexFunc func(ctx context.Context, member membership.Member, shard uint32) (uint64, error)
+
+// Config configures a Reconciler. Zero values mean the defaults.
+type Config struct {
+	Host         Host
+	Members      Members
+	AppliedIndex AppliedIndexFunc
+	Replicas     int
+	// DeadGrace is how long a Dead or Left member, or a raft server absent
+	// from the view, keeps its replicas (placement.DefaultDeadGrace).
+	DeadGrace time.Duration
+	// Interval is the reconcile period besides membership changes (1s).
+	Interval time.Duration
+	// ChangesPerSecond and Burst bound this node's configuration changes
+	// (2/s, burst 2).
+	ChangesPerSecond float64
+	Burst            int
+	// MaxMoving bounds the shards led here whose configuration is being
+	// changed at once (4).
+	MaxMoving int
+	// MaxLag is how far, in log entries, a nonvoter's applied index may be
+	// behind the leader's commit index to be promoted (64).
+	MaxLag uint64
+	Logger *slog.Logger
+	// Registerer, if set, gets the metrics.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Reconciler runs the rebalancing loop of one node.
+type Reconciler struct {
+	cfg Config
+	log *slog.Logger
+
+	changes *prometheus.CounterVec
+	moving  prometheus.Gauge
+
+	// Loop state, owned by the loop goroutine.
+	tokens      float64
+	lastRefill  time.Time
+	seenSelf    map[uint32]bool      // shards whose configuration included this node
+	missingFrom map[string]time.Time // raft servers absent from the view, since
+
+	mu        sync.Mutex
+	movingSet map[uint32]bool
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New makes a Reconciler; Start runs it.
+func New(cfg Config) *Reconciler {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.ChangesPerSecond <= 0 {
+		cfg.ChangesPerSecond = 2
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 2
+	}
+	if cfg.MaxMoving <= 0 {
+		cfg.MaxMoving = 4
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = 64
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Reconciler{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "rebalance"),
+		seenSelf:    map[uint32]bool{},
+		missingFrom: map[string]time.Time{},
+		movingSet:   map[uint32]bool{},
+		tokens:      float64(cfg.Burst),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ration_rebalance_changes_total",
+			Help: "Raft configuration changes and group openings/closings made by this node's rebalancer, by kind.",
+		}, []string{"kind"}),
+		moving: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ration_rebalance_shards_moving",
+			Help: "Shards led by this node whose replica set differs from the target.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.changes, r.moving)
+	}
+	return r
+}
+
+// Start runs the loop until Stop.
+func (r *Reconciler) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	r.lastRefill = r.cfg.Now()
+	go r.loop(ctx)
+}
+
+// Stop ends the loop and waits for it (a change in progress is cancelled).
+func (r *Reconciler) Stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	if r.cfg.Registerer != nil {
+		r.cfg.Registerer.Unregister(r.changes)
+		r.cfg.Registerer.Unregister(r.moving)
+	}
+}
+
+// Moving reports whether shard, led here, is being moved towards its
+// target replica set.
+func (r *Reconciler) Moving(shard uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.movingSet[shard]
+}
+
+func (r *Reconciler) loop(ctx context.Context) {
+	defer close(r.done)
+	ch, unsubscribe := r.cfg.Members.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		r.Reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-tick.C:
+		}
+	}
+}
+
+// member info for one reconcile pass.
+type view struct {
+	eligible []string
+	byID     map[string]membership.Member
+}
+
+func (r *Reconciler) view(now time.Time, servers map[string]bool) view {
+	ms := r.cfg.Members.Members()
+	v := view{byID: map[string]membership.Member{}}
+	in := map[string]bool{}
+	for i := range ms {
+		m := &ms[i]
+		// A member that left (a SIGTERM, often a rolling restart) keeps
+		// its replicas for the grace period like a dead one.
+		if m.State == membership.Left {
+			m.State = membership.Dead
+		}
+		v.byID[m.NodeID] = *m
+		in[m.NodeID] = true
+	}
+	// A raft server the view does not know (this node started while it
+	// was down) is dead since it was first noticed missing.
+	for id := range servers {
+		if in[id] {
+			delete(r.missingFrom, id)
+			continue
+		}
+		since, ok := r.missingFrom[id]
+		if !ok {
+			since = now
+			r.missingFrom[id] = now
+		}
+		ms = append(ms, membership.Member{Meta: membership.Meta{NodeID: id}, State: membership.Dead, Since: since})
+	}
+	for id := range r.missingFrom {
+		if in[id] {
+			delete(r.missingFrom, id)
+		}
+	}
+	for i := range ms {
+		if ms[i].State == membership.Left {
+			ms[i].State = membership.Dead
+		}
+	}
+	v.eligible = placement.Eligible(ms, now, r.cfg.DeadGrace)
+	return v
+}
+
+// Reconcile makes one pass over every shard. The loop calls it; tests may
+// call it directly instead of Start.
+func (r *Reconciler) Reconcile(ctx context.Context) {
+	h := r.cfg.Host
+	self := h.NodeID()
+	now := r.cfg.Now()
+	r.refill(now)
+
+	hosted := map[uint32]bool{}
+	for _, s := range h.Hosted() {
+		hosted[s] = true
+	}
+	confs := map[uint32]raft.Configuration{}
+	servers := map[string]bool{}
+	for s := range hosted {
+		c, err := h.Configuration(s)
+		if err != nil {
+			continue
+		}
+		confs[s] = c
+		for _, srv := range c.Servers {
+			servers[string(srv.ID)] = true
+		}
+	}
+	v := r.view(now, servers)
+	if !slices.Contains(v.eligible, self) {
+		// This node does not see itself (it is leaving): do nothing.
+		return
+	}
+
+	moving := map[uint32]bool{}
+	r.mu.Lock()
+	for s := range r.movingSet {
+		if h.IsLeader(s) {
+			moving[s] = true
+		}
+	}
+	r.mu.Unlock()
+
+	for s := 0; s < h.Shards(); s++ {
+		if ctx.Err() != nil {
+			return
+		}
+		shard := uint32(s)
+		target := placement.ReplicaSet(shard, v.eligible, r.cfg.Replicas)
+		if !hosted[shard] {
+			if slices.Contains(target, self) {
+				if err := h.AddGroup(ctx, shard); err != nil {
+					r.log.Warn("open group", "shard", shard, "err", err)
+				} else {
+					r.changes.WithLabelValues("open_group").Inc()
+					r.log.Info("opened group for a replica placed here", "shard", shard, "target", target)
+				}
+			}
+			continue
+		}
+		c := confs[shard]
+		if member(c, self) {
+			r.seenSelf[shard] = true
+		} else if len(c.Servers) > 0 && r.seenSelf[shard] && !slices.Contains(target, self) {
+			// Removed from the group by its leader: close it.
+			if err := h.RemoveGroup(ctx, shard); err != nil {
+				r.log.Warn("remove group", "shard", shard, "err", err)
+			} else {
+				delete(r.seenSelf, shard)
+				r.changes.WithLabelValues("close_group").Inc()
+				r.log.Info("closed group of a replica moved away", "shard", shard)
+			}
+			continue
+		}
+		if !h.IsLeader(shard) || !h.IsReady(shard) {
+			delete(moving, shard)
+			continue
+		}
+		done := r.step(ctx, shard, c, target, v, moving)
+		if done {
+			delete(moving, shard)
+		} else {
+			moving[shard] = true
+		}
+	}
+	r.mu.Lock()
+	r.movingSet = moving
+	r.mu.Unlock()
+	r.moving.Set(float64(len(moving)))
+}
+
+// step applies at most one configuration change to shard, led here. It
+// returns true when the configuration matches the target.
+func (r *Reconciler) step(ctx context.Context, shard uint32, c raft.Configuration, target []string, v view, moving map[uint32]bool) bool {
+	h := r.cfg.Host
+	self := h.NodeID()
+	suffrage := map[string]raft.ServerSuffrage{}
+	for _, s := range c.Servers {
+		suffrage[string(s.ID)] = s.Suffrage
+	}
+	var change func() (string, error)
+	var kind string
+
+	// 1. Add missing target members as nonvoters.
+	for _, id := range target {
+		if _, ok := suffrage[id]; ok {
+			continue
+		}
+		m, ok := v.byID[id]
+		if !ok || m.Meta.RaftAddr == "" || m.State != membership.Alive {
+			continue
+		}
+		kind = "add_nonvoter"
+		change = func() (string, error) { return id, h.AddNonvoter(ctx, shard, id, m.Meta.RaftAddr) }
+		break
+	}
+	// 2. Promote a target nonvoter that caught up.
+	if change == nil {
+		for _, id := range target {
+			if s, ok := suffrage[id]; !ok || s == raft.Voter {
+				continue
+			}
+			m, ok := v.byID[id]
+			if !ok || r.cfg.AppliedIndex == nil {
+				continue
+			}
+			commit, _, err := h.Indexes(shard)
+			if err != nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			applied, err := r.cfg.AppliedIndex(cctx, m, shard)
+			cancel()
+			if err != nil || applied+r.cfg.MaxLag < commit {
+				continue
+			}
+			kind = "promote"
+			change = func() (string, error) { return id, h.PromoteVoter(ctx, shard, id, m.Meta.RaftAddr) }
+			break
+		}
+	}
+	allVoters := true
+	for _, id := range target {
+		if suffrage[id] != raft.Voter || !has(suffrage, id) {
+			allVoters = false
+		}
+	}
+	// 3. With every target member a voter, remove the others; this leader
+	// last, by handing over the leadership.
+	if change == nil && allVoters {
+		var extra []string
+		for _, s := range c.Servers {
+			if !slices.Contains(target, string(s.ID)) {
+				extra = append(extra, string(s.ID))
+			}
+		}
+		slices.Sort(extra)
+		for _, id := range extra {
+			if id == self {
+				continue
+			}
+			kind = "remove"
+			change = func() (string, error) { return id, h.RemoveServer(ctx, shard, id) }
+			break
+		}
+		if change == nil && slices.Contains(extra, self) {
+			kind = "transfer_leadership"
+			change = func() (string, error) { return self, h.TransferLeadershipOf(ctx, shard) }
+		}
+	}
+	if change == nil {
+		// Nothing to do now: done if the configuration is the target,
+		// else waiting (a nonvoter catching up, a member not alive).
+		return allVoters && len(c.Servers) == len(target)
+	}
+	if !moving[shard] && len(moving) >= r.cfg.MaxMoving {
+		return false
+	}
+	if !r.take() {
+		return false
+	}
+	moving[shard] = true
+	id, err := change()
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			r.log.Warn("rebalance change failed", "shard", shard, "kind", kind, "server", id, "err", err)
+		}
+		return false
+	}
+	r.changes.WithLabelValues(kind).Inc()
+	r.log.Info("rebalance change", "shard", shard, "kind", kind, "server", id, "target", target)
+	return false
+}
+
+func has(m map[string]raft.ServerSuffrage, id string) bool { _, ok := m[id]; return ok }
+
+func member(c raft.Configuration, id string) bool {
+	for _, s := range c.Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Reconciler) refill(now time.Time) {
+	r.tokens = min(float64(r.cfg.Burst), r.tokens+now.Sub(r.lastRefill).Seconds()*r.cfg.ChangesPerSecond)
+	r.lastRefill = now
+}
+
+func (r *Reconciler) take() bool {
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
+}

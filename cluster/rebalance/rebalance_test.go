@@ -1,0 +1,318 @@
+package rebalance
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/placement"
+)
+
+// fakeHost leads every shard it hosts with a non-empty configuration and
+// applies configuration changes at once; it records them.
+type fakeHost struct {
+	mu      sync.Mutex
+	id      string
+	shards  int
+	confs   map[uint32]*raft.Configuration
+	leads   map[uint32]bool
+	log     []string
+	removed []uint32
+}
+
+func newFakeHost(id string, shards int) *fakeHost {
+	return &fakeHost{id: id, shards: shards, confs: map[uint32]*raft.Configuration{}, leads: map[uint32]bool{}}
+}
+
+func (f *fakeHost) NodeID() string { return f.id }
+func (f *fakeHost) Shards() int    { return f.shards }
+func (f *fakeHost) Hosted() []uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []uint32
+	for s := range f.confs {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+func (f *fakeHost) AddGroup(_ context.Context, s uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.confs[s] = &raft.Configuration{}
+	f.log = append(f.log, fmt.Sprintf("open %d", s))
+	return nil
+}
+func (f *fakeHost) RemoveGroup(_ context.Context, s uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.confs, s)
+	f.removed = append(f.removed, s)
+	return nil
+}
+func (f *fakeHost) Configuration(s uint32) (raft.Configuration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.confs[s].Clone(), nil
+}
+func (f *fakeHost) IsLeader(s uint32) bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leads[s] }
+func (f *fakeHost) IsReady(s uint32) bool  { return f.IsLeader(s) }
+func (f *fakeHost) Indexes(uint32) (uint64, uint64, error) {
+	return 1000, 1000, nil
+}
+func (f *fakeHost) set(s uint32, id string, suf raft.ServerSuffrage) {
+	c := f.confs[s]
+	for i := range c.Servers {
+		if string(c.Servers[i].ID) == id {
+			c.Servers[i].Suffrage = suf
+			return
+		}
+	}
+	c.Servers = append(c.Servers, raft.Server{ID: raft.ServerID(id), Suffrage: suf})
+}
+func (f *fakeHost) AddNonvoter(_ context.Context, s uint32, id, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set(s, id, raft.Nonvoter)
+	f.log = append(f.log, fmt.Sprintf("%d add %s", s, id))
+	return nil
+}
+func (f *fakeHost) PromoteVoter(_ context.Context, s uint32, id, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set(s, id, raft.Voter)
+	f.log = append(f.log, fmt.Sprintf("%d promote %s", s, id))
+	return nil
+}
+func (f *fakeHost) RemoveServer(_ context.Context, s uint32, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.confs[s]
+	c.Servers = slices.DeleteFunc(c.Servers, func(x raft.Server) bool { return string(x.ID) == id })
+	f.log = append(f.log, fmt.Sprintf("%d remove %s", s, id))
+	return nil
+}
+func (f *fakeHost) TransferLeadershipOf(_ context.Context, s uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leads[s] = false
+	f.log = append(f.log, fmt.Sprintf("%d transfer", s))
+	return nil
+}
+func (f *fakeHost) takeLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.log
+	f.log = nil
+	return l
+}
+
+type fakeMembers struct{ ms []membership.Member }
+
+func (m *fakeMembers) Members() []membership.Member { return slices.Clone(m.ms) }
+func (m *fakeMembers) Subscribe() (<-chan struct{}, func()) {
+	return make(chan struct{}), func() {}
+}
+
+func alive(ids ...string) []membership.Member {
+	var out []membership.Member
+	for _, id := range ids {
+		out = append(out, membership.Member{Meta: membership.Meta{NodeID: id, RaftAddr: id + ":1"}, State: membership.Alive})
+	}
+	return out
+}
+
+// shardWhere finds a shard whose target over nodes excludes out and
+// includes self.
+func shardWhere(t *testing.T, nodes []string, self, out string) uint32 {
+	for s := uint32(0); s < 1000; s++ {
+		ts := placement.ReplicaSet(s, nodes, 3)
+		if slices.Contains(ts, self) && !slices.Contains(ts, out) {
+			return s
+		}
+	}
+	t.Fatal("no such shard")
+	return 0
+}
+
+func voters(ids ...string) *raft.Configuration {
+	c := &raft.Configuration{}
+	for _, id := range ids {
+		c.Servers = append(c.Servers, raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter})
+	}
+	return c
+}
+
+// The leader moves a replica in the safe order, one change per pass:
+// add the new member as a nonvoter, promote it, then remove the old one.
+func TestSafeOrder(t *testing.T) {
+	nodes := []string{"a", "b", "c", "d"}
+	shard := shardWhere(t, nodes, "a", "c")
+	target := placement.ReplicaSet(shard, nodes, 3)
+	h := newFakeHost("a", int(shard)+1)
+	h.confs[shard] = voters("a", "b", "c", "d")
+	// Start from the three of a, b, c, d that are not the newcomer.
+	newcomer := ""
+	for _, id := range target {
+		if id != "a" && id != "b" {
+			newcomer = id
+		}
+	}
+	if newcomer == "" {
+		newcomer = "d"
+	}
+	var start []string
+	for _, id := range nodes {
+		if id != newcomer {
+			start = append(start, id)
+		}
+	}
+	h.confs[shard] = voters(start...)
+	h.leads[shard] = true
+	now := time.Unix(1000, 0)
+	r := New(Config{Host: h, Members: &fakeMembers{alive(nodes...)},
+		AppliedIndex: func(context.Context, membership.Member, uint32) (uint64, error) { return 999, nil },
+		Now:          func() time.Time { return now }})
+	var got []string
+	for range 6 {
+		now = now.Add(time.Second)
+		r.Reconcile(context.Background())
+		got = append(got, h.takeLog()...)
+	}
+	var want []string
+	for s := uint32(0); s < shard; s++ {
+		if slices.Contains(placement.ReplicaSet(s, nodes, 3), "a") {
+			want = append(want, fmt.Sprintf("open %d", s))
+		}
+	}
+	want = append(want, fmt.Sprintf("%d add %s", shard, newcomer), fmt.Sprintf("%d promote %s", shard, newcomer))
+	for _, id := range start {
+		if !slices.Contains(target, id) {
+			want = append(want, fmt.Sprintf("%d remove %s", shard, id))
+		}
+	}
+	// Opening groups is not rate-limited; compare the changes of shard.
+	var changes []string
+	for _, l := range got {
+		if !slices.Contains(want[:len(want)-3], l) {
+			changes = append(changes, l)
+		}
+	}
+	if !slices.Equal(changes, want[len(want)-3:]) {
+		t.Fatalf("changes %v, want %v", changes, want[len(want)-3:])
+	}
+	if r.Moving(shard) {
+		t.Fatal("still moving after reaching the target")
+	}
+}
+
+// A leader that is not in the target hands the leadership over instead
+// of removing itself; a Suspect member is never removed; a Dead one only
+// after the grace period; and the bucket bounds changes per second.
+func TestLeaderLeavesLastAndGrace(t *testing.T) {
+	nodes := []string{"a", "b", "c", "d"}
+	// A shard whose target over a..d excludes a (the leader).
+	var shard uint32
+	for s := uint32(0); ; s++ {
+		if !slices.Contains(placement.ReplicaSet(s, nodes, 3), "a") {
+			shard = s
+			break
+		}
+	}
+	target := placement.ReplicaSet(shard, nodes, 3)
+	h := newFakeHost("a", int(shard)+1)
+	for s := uint32(0); s < uint32(h.shards); s++ {
+		h.confs[s] = voters(append([]string{"a"}, target...)...)
+	}
+	h.leads[shard] = true
+	now := time.Unix(1000, 0)
+	r := New(Config{Host: h, Members: &fakeMembers{alive(nodes...)}, Now: func() time.Time { return now }})
+	r.Reconcile(context.Background())
+	if got := h.takeLog(); !slices.Equal(got, []string{fmt.Sprintf("%d transfer", shard)}) {
+		t.Fatalf("got %v, want a leadership transfer", got)
+	}
+
+	// Suspect and Dead within grace: nothing removed.
+	h2 := newFakeHost("a", 1)
+	h2.confs[0] = voters("a", "b", "c")
+	h2.leads[0] = true
+	ms := alive("a", "b", "c")
+	ms[1].State = membership.Suspect
+	ms[2].State, ms[2].Since = membership.Dead, now
+	m := &fakeMembers{ms}
+	r2 := New(Config{Host: h2, Members: m, DeadGrace: 10 * time.Second, Now: func() time.Time { return now }})
+	for range 5 {
+		now = now.Add(time.Second)
+		r2.Reconcile(context.Background())
+	}
+	if got := h2.takeLog(); len(got) != 0 {
+		t.Fatalf("changes within the grace period: %v", got)
+	}
+	now = now.Add(10 * time.Second)
+	r2.Reconcile(context.Background())
+	if got := h2.takeLog(); !slices.Equal(got, []string{"0 remove c"}) {
+		t.Fatalf("after the grace period: %v, want c removed", got)
+	}
+
+	// Rate limit: 8 shards each needing a change, one pass, burst 2.
+	h3 := newFakeHost("a", 8)
+	for s := uint32(0); s < 8; s++ {
+		h3.confs[s] = voters("a")
+		h3.leads[s] = true
+	}
+	r3 := New(Config{Host: h3, Members: &fakeMembers{alive("a", "b")}, Now: func() time.Time { return now }})
+	r3.Reconcile(context.Background())
+	if got := h3.takeLog(); len(got) != 2 {
+		t.Fatalf("one pass made %d changes, want 2 (burst): %v", len(got), got)
+	}
+}
+
+// A replica removed from its group closes it, but a fresh group that has
+// not heard from a leader yet stays.
+func TestRemoveGroupOnlyAfterMembership(t *testing.T) {
+	four := []string{"a", "b", "c", "d"}
+	nine := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
+	var shard uint32
+	for ; ; shard++ {
+		if slices.Contains(placement.ReplicaSet(shard, four, 3), "d") && !slices.Contains(placement.ReplicaSet(shard, nine, 3), "d") {
+			break
+		}
+	}
+	target := placement.ReplicaSet(shard, four, 3)
+	h := newFakeHost("d", int(shard)+1)
+	h.confs[shard] = &raft.Configuration{} // just opened
+	now := time.Unix(1000, 0)
+	m := &fakeMembers{alive(four...)}
+	r := New(Config{Host: h, Members: m, Replicas: 3, Now: func() time.Time { return now }})
+	r.Reconcile(context.Background())
+	m.ms = alive(nine...) // d leaves the target before any leader contact
+	r.Reconcile(context.Background())
+	if len(h.removed) != 0 {
+		t.Fatal("removed a group that no leader has contacted")
+	}
+	m.ms = alive(four...)
+	h.confs[shard] = voters(target...)
+	r.Reconcile(context.Background())
+	if len(h.removed) != 0 {
+		t.Fatal("removed a group that includes this node")
+	}
+	// Now d leaves the target and the leader removes it.
+	m.ms = alive(nine...)
+	var others []string
+	for _, id := range target {
+		if id != "d" {
+			others = append(others, id)
+		}
+	}
+	h.confs[shard] = voters(others...)
+	r.Reconcile(context.Background())
+	if !slices.Equal(h.removed, []uint32{shard}) {
+		t.Fatalf("removed %v, want shard %d", h.removed, shard)
+	}
+}

@@ -1,0 +1,98 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	rationv1 "github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/cluster/membership"
+	"github.com/ration/ration/cluster/rebalance"
+)
+
+// peers caches gRPC connections to other nodes' Admin service, for the
+// rebalancer's catch-up checks and the join check of formation.
+type peers struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (p *peers) status(ctx context.Context, addr string) (*rationv1.StatusResponse, error) {
+	p.mu.Lock()
+	if p.conns == nil {
+		p.conns = map[string]*grpc.ClientConn{}
+	}
+	cc, ok := p.conns[addr]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		p.conns[addr] = cc
+	}
+	p.mu.Unlock()
+	return rationv1.NewAdminClient(cc).Status(ctx, &rationv1.StatusRequest{})
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, cc := range p.conns {
+		_ = cc.Close()
+	}
+	p.conns = nil
+}
+
+// appliedIndex asks member for its applied index of shard.
+func (p *peers) appliedIndex(ctx context.Context, m membership.Member, shard uint32) (uint64, error) {
+	if m.GRPCAddr == "" {
+		return 0, fmt.Errorf("node %s has no gRPC address", m.NodeID)
+	}
+	st, err := p.status(ctx, m.GRPCAddr)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range st.GetShards() {
+		if s.GetId() == shard {
+			return s.GetAppliedIndex(), nil
+		}
+	}
+	return 0, fmt.Errorf("node %s does not host shard %d", m.NodeID, shard)
+}
+
+// othersHostShards reports whether any of members other than this node
+// hosts a shard: then the cluster exists already and this node joins it
+// instead of forming shards. Members that do not answer count as hosting
+// nothing.
+func (n *Node) othersHostShards(ctx context.Context, members []membership.Member) bool {
+	for _, m := range members {
+		if m.NodeID == n.cfg.NodeID || m.GRPCAddr == "" {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := n.peers.status(cctx, m.GRPCAddr)
+		cancel()
+		if err == nil && len(st.GetShards()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) startRebalancer() {
+	n.rebalancer = rebalance.New(rebalance.Config{
+		Host:         n.host,
+		Members:      n.members,
+		AppliedIndex: n.peers.appliedIndex,
+		Replicas:     n.cfg.Replicas,
+		Logger:       n.log,
+		Registerer:   n.reg,
+	})
+	n.rebalancer.Start()
+}
