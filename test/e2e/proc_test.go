@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,21 +51,29 @@ func nodeBinary(t *testing.T) string {
 	return binPath
 }
 
-// freePorts returns n ports that were free a moment ago.
+// freePorts returns n ports that were free a moment ago, for TCP and UDP
+// (gossip uses both). They are drawn below the kernel's ephemeral range, so
+// the ":0" listeners and outgoing connections of other tests running at the
+// same time cannot take them between this check and the node's bind.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ports []int
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for len(ports) < n {
+		port := 20000 + rand.IntN(12000)
+		if slices.Contains(ports, port) {
+			continue
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
 		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }
