@@ -42,8 +42,10 @@ lint: vet
 test-race:
 	$(GO) test -race -short -count=1 $(PKGS)
 
+# The long suites -short trims: the full ledger suite, and the checks that
+# the committed generated code matches its .proto files.
 test-full:
-	$(GO) test -count=1 ./ledger/
+	$(GO) test -count=1 ./ledger/ ./api/... ./raftfsm/raftpb/
 
 fuzz:
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzLedger -fuzztime $(FUZZTIME)
