@@ -142,11 +142,15 @@ func (c *Client) AllEvents(ctx context.Context, user string, q EventsQuery, opts
 }
 
 // Status describes the cluster as the answering node sees it.
-func (c *Client) Status(ctx context.Context) (ClusterStatus, error) {
+func (c *Client) Status(ctx context.Context, opts ...StatusOption) (ClusterStatus, error) {
+	req := &rationv1.StatusRequest{}
+	for _, o := range opts {
+		o(req)
+	}
 	var resp *rationv1.StatusResponse
 	err := c.do(ctx, call{method: "Status"}, func(ctx context.Context, ep *endpoint) error {
 		var err error
-		resp, err = ep.admin.Status(ctx, &rationv1.StatusRequest{})
+		resp, err = ep.admin.Status(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -331,4 +335,14 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 			return
 		}
 	}
+}
+
+// StatusOption adjusts a Status call.
+type StatusOption func(*rationv1.StatusRequest)
+
+// WithStateHashes asks the node for each replica's state hash
+// (Shard.StateHash). It costs the node a pass over its whole state, so it is
+// for consistency checks, not monitoring.
+func WithStateHashes() StatusOption {
+	return func(r *rationv1.StatusRequest) { r.IncludeStateHash = true }
 }

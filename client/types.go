@@ -170,7 +170,7 @@ type Shard struct {
 	AppliedIndex uint64
 	// StateHash is the answering node's hash of its replica of the shard
 	// state as of AppliedIndex: equal on replicas that applied the same
-	// index.
+	// index. Set only for a Status call WithStateHashes.
 	StateHash   []byte
 	CommitIndex uint64
 	State       string

@@ -21,7 +21,7 @@ import (
 )
 
 // StatusFunc answers the Admin.Status call.
-type StatusFunc func(ctx context.Context) (*rationv1.StatusResponse, error)
+type StatusFunc func(ctx context.Context, req *rationv1.StatusRequest) (*rationv1.StatusResponse, error)
 
 // Register adds the Ledger and Admin services to s.
 func Register(s *grpc.Server, svc *service.Service, statusFn StatusFunc, reg prometheus.Registerer) {
@@ -292,9 +292,9 @@ type adminServer struct {
 	status StatusFunc
 }
 
-func (a *adminServer) Status(ctx context.Context, _ *rationv1.StatusRequest) (*rationv1.StatusResponse, error) {
+func (a *adminServer) Status(ctx context.Context, req *rationv1.StatusRequest) (*rationv1.StatusResponse, error) {
 	if a.status == nil {
 		return nil, status.Error(codes.Unimplemented, "status is not available on this node")
 	}
-	return a.status(ctx)
+	return a.status(ctx, req)
 }

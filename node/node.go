@@ -258,7 +258,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return n.stopErr
 }
 
-func (n *Node) status(ctx context.Context) (*rationv1.StatusResponse, error) {
+func (n *Node) status(ctx context.Context, req *rationv1.StatusRequest) (*rationv1.StatusResponse, error) {
 	res := &rationv1.StatusResponse{NodeId: n.cfg.NodeID}
 	if n.members == nil {
 		res.Nodes = append(res.Nodes, &rationv1.Node{

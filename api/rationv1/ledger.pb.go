@@ -1497,9 +1497,12 @@ func (x *InvalidField) GetReason() string {
 
 // StatusRequest has no fields yet.
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also compute each replica's state_hash. It costs a pass over the
+	// node's whole state, so only consistency checks should ask for it.
+	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash,proto3" json:"include_state_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -1530,6 +1533,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StatusRequest) GetIncludeStateHash() bool {
+	if x != nil {
+		return x.IncludeStateHash
+	}
+	return false
 }
 
 // StatusResponse is the cluster as one node sees it.
@@ -1703,7 +1713,8 @@ type Shard struct {
 	Users uint64 `protobuf:"varint,8,opt,name=users,proto3" json:"users,omitempty"`
 	// SHA-256 of the answering node's replica of the shard state, as of
 	// applied_index. Replicas that applied the same index have the same hash;
-	// comparing them checks that no replica diverged.
+	// comparing them checks that no replica diverged. Set only when the
+	// request asks for it (include_state_hash).
 	StateHash     []byte `protobuf:"bytes,9,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1900,8 +1911,9 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\tshortfall\x18\x03 \x01(\x03R\tshortfall\"<\n" +
 	"\fInvalidField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"z\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"=\n" +
+	"\rStatusRequest\x12,\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"z\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12%\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x0f.ration.v1.NodeR\x05nodes\x12(\n" +

@@ -217,7 +217,7 @@ func checkReplicasConverge(t *testing.T, procs []*proc) {
 	for {
 		byShard := map[uint32][]replica{}
 		for _, p := range procs {
-			st := statusOf(ctx, t, p)
+			st := statusOf(ctx, t, p, client.WithStateHashes())
 			for _, s := range st.Shards {
 				byShard[s.ID] = append(byShard[s.ID], replica{p.id, s.AppliedIndex, string(s.StateHash)})
 			}
@@ -245,14 +245,14 @@ func checkReplicasConverge(t *testing.T, procs []*proc) {
 }
 
 // statusOf asks one node for its view of the cluster.
-func statusOf(ctx context.Context, t *testing.T, p *proc) client.ClusterStatus {
+func statusOf(ctx context.Context, t *testing.T, p *proc, opts ...client.StatusOption) client.ClusterStatus {
 	t.Helper()
 	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	st, err := c.Status(ctx)
+	st, err := c.Status(ctx, opts...)
 	if err != nil {
 		t.Fatalf("%s status: %v", p.id, err)
 	}
