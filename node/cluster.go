@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -189,4 +190,27 @@ func (l locator) GRPCAddr(node string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// peerAddrs resolves a raft server id to the raft address its node
+// announces in gossip now, so raft follows a peer that restarted at a new
+// address (a rescheduled pod) although its configuration holds the old one.
+type peerAddrs struct{ m *membership.Membership }
+
+// resolver is nil on a single node, which has no peers to find.
+func (n *Node) resolver() raft.ServerAddressProvider {
+	if n.members == nil {
+		return nil
+	}
+	return peerAddrs{n.members}
+}
+
+// errNoPeer makes raft fall back to the address in its configuration.
+var errNoPeer = errors.New("node: peer not in the gossip view")
+
+func (p peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if m, ok := p.m.Member(string(id)); ok && m.Meta.RaftAddr != "" {
+		return raft.ServerAddress(m.Meta.RaftAddr), nil
+	}
+	return "", errNoPeer
 }

@@ -108,6 +108,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		DataDir:            cfg.DataDir,
 		Mux:                n.mux,
 		AdvertiseAddr:      cfg.AdvertiseRaftAddr(),
+		Resolve:            n.resolver(),
 		Shards:             cfg.Shards,
 		Hosted:             hosted,
 		Bootstrap:          !clustered(n) || peersOf != nil,

@@ -115,10 +115,11 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 		stream = advertisedLayer{Layer: layer, addr: tcpAddr(h.cfg.AdvertiseAddr)}
 	}
 	g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  stream,
-		MaxPool: transportPool,
-		Timeout: transportIO,
-		Logger:  hl,
+		Stream:                stream,
+		ServerAddressProvider: h.cfg.Resolve,
+		MaxPool:               transportPool,
+		Timeout:               transportIO,
+		Logger:                hl,
 	})
 	undo = append(undo, func() error { g.trans.CloseStreams(); return g.trans.Close() })
 

@@ -32,6 +32,12 @@ type Config struct {
 	// Empty means Mux.Addr(), which is right when the Mux was created with
 	// mux.WithAdvertiseAddr.
 	AdvertiseAddr string
+	// Resolve, if set, gives a peer's current raft address by server id.
+	// Raft keeps each peer's address in its replicated configuration, so
+	// without it a peer that comes back at a new address (a rescheduled
+	// pod gets a new IP) would be dialled at the old one forever. An error
+	// falls back to the address in the configuration.
+	Resolve raft.ServerAddressProvider
 	// Shards is the number of shards of the cluster; users map to them by
 	// ShardOf, so it must not change once data exists.
 	Shards int

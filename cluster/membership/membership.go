@@ -141,6 +141,17 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
+// Member returns the view's entry for nodeID, whatever its state.
+func (m *Membership) Member(nodeID string) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ms, ok := m.members[nodeID]
+	if !ok {
+		return Member{}, false
+	}
+	return ms.Member, true
+}
+
 // NumAlive counts the members memberlist still considers part of the
 // cluster, Alive or Suspect, this node included.
 func (m *Membership) NumAlive() int {

@@ -428,19 +428,15 @@ func (c *checker) replacePlaceholderKey(where string, env []string) []string {
 	return out
 }
 
-// podIdentity: the node id is the pod name, and peers reach the pod by a
-// name that survives its IP changing.
+// podIdentity: the node id is the pod name, and the pod advertises its
+// own IP. Peers find a recreated pod's new IP by its node id in gossip, so
+// the IP need not be stable, but it must be this pod's.
 func (c *checker) podIdentity(where string, sts *appsv1.StatefulSet, pod manifest.Pod, cfg *config.Config) {
 	if cfg.NodeID != pod.Name {
 		c.addf("%s: pod %s gets node id %q, want the pod name (metadata.name)", where, pod.Name, cfg.NodeID)
 	}
-	own := dnsNames(pod.Name+"."+sts.Spec.ServiceName, pod.Namespace)
-	switch {
-	case cfg.AdvertiseHost == pod.IP:
-		c.addf("%s: pod %s advertises its IP %s: raft stores peers' advertised addresses, and a recreated pod gets a new IP, "+
-			"so peers would keep dialling the old one; advertise the pod's DNS name %s instead", where, pod.Name, pod.IP, own[0])
-	case !slices.Contains(own, cfg.AdvertiseHost):
-		c.addf("%s: pod %s advertises %q, want its own DNS name under the headless Service (%s)", where, pod.Name, cfg.AdvertiseHost, own[0])
+	if cfg.AdvertiseHost != pod.IP {
+		c.addf("%s: pod %s advertises %q, want its pod IP (status.podIP through the downward API)", where, pod.Name, cfg.AdvertiseHost)
 	}
 }
 
