@@ -91,6 +91,7 @@ func (n *Node) startRebalancer() {
 		Members:      n.members,
 		AppliedIndex: n.peers.appliedIndex,
 		Replicas:     n.cfg.Replicas,
+		DeadGrace:    n.cfg.DeadNodeGrace,
 		Logger:       n.log,
 		Registerer:   n.reg,
 	})

@@ -14,10 +14,10 @@ import (
 
 // newCluster starts n real nodes on 127.0.0.1 that join each other and
 // form the shards together.
-func newCluster(t *testing.T, n int) []*proc {
+func newCluster(t *testing.T, n int, extra ...string) []*proc {
 	var procs []*proc
 	for i := 0; i < n; i++ {
-		p := newProc(t)
+		p := newProc(t, extra...)
 		p.id = "node" + strconv.Itoa(i+1)
 		procs = append(procs, p)
 	}

@@ -52,7 +52,7 @@ func TestJoiningNodeReceivesShardsUnderLoad(t *testing.T) {
 
 	// Wait until every node hosts exactly its target shards, and every
 	// shard's leader has exactly the target voters.
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	var settled time.Duration
 	for {
 		ok, why := placed(ctx, t, all, want)
@@ -166,14 +166,14 @@ func statusNoFatal(ctx context.Context, p *proc) (client.ClusterStatus, error) {
 	return c.Status(ctx)
 }
 
-// A node of four dies for good: once the dead grace (30s) has passed, the
+// A node of four dies for good: once --dead-node-grace has passed, the
 // shards it held get a new third replica on the survivors and lose the
 // dead one, under load, and no acknowledged write is lost.
 func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits out the 30s dead grace")
-	}
-	procs := newCluster(t, 4)
+	// A short --dead-node-grace, which also shows the flag reaches the
+	// reconciler: with the default 30s nothing would move in time.
+	const grace = 8 * time.Second
+	procs := newCluster(t, 4, "--dead-node-grace", grace.String())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan []ack, 2)
@@ -194,7 +194,7 @@ func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
 		}
 	}
 	// Nothing moves within the grace period.
-	time.Sleep(20 * time.Second)
+	time.Sleep(grace - 3*time.Second)
 	total := 0
 	for _, p := range survivors {
 		for k, v := range rebalanceCounts(t, p) {
@@ -206,7 +206,7 @@ func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
 	if total != 0 {
 		t.Fatalf("%d rebalance changes within the dead grace", total)
 	}
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ok, why := placed(ctx, t, survivors, want)
 		if ok {
@@ -220,7 +220,10 @@ func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("%d shards re-replicated %v after kill -9 (dead grace 30s)", moved, time.Since(killed).Round(time.Millisecond))
+	t.Logf("%d shards re-replicated %v after kill -9 (dead grace %v)", moved, time.Since(killed).Round(time.Millisecond), grace)
+	if since := time.Since(killed); since < grace {
+		t.Fatalf("replicas moved %v after the kill, within the %v grace", since, grace)
+	}
 	time.Sleep(time.Second)
 	cancel()
 	acks := append(<-done, <-done...)
