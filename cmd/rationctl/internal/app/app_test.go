@@ -413,6 +413,34 @@ func TestBenchGRPC(t *testing.T) {
 	}
 }
 
+// TestBenchBatch: --batch sends writes as Batch calls, --ops still counts
+// operations, and every one of them reaches the server once.
+func TestBenchBatch(t *testing.T) {
+	h := newHarness(t)
+	code, out, errs := h.run("bench", "--ops", "1005", "--clients", "4", "--users", "30", "--batch", "50",
+		"--mix", "grant=1,deduct=3", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rep jsonBench
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if rep.Ops != 1005 || rep.Errors != 0 || rep.Batch != 50 {
+		t.Fatalf("report %+v", rep)
+	}
+	var ops uint64
+	for i := range 30 {
+		ops += h.srv.Version(fmt.Sprintf("bench-u%d", i))
+	}
+	if ops != 30+1005 {
+		t.Errorf("server applied %d ops, want 30 initial grants + 1005 writes", ops)
+	}
+	if code, _, errs := h.run("bench", "--ops", "10", "--batch", "5", "--protocol", "http"); code != 2 || !strings.Contains(errs, "--batch needs --protocol grpc") {
+		t.Errorf("--batch over HTTP: exit %d: %s", code, errs)
+	}
+}
+
 func TestBenchDurationAndProgress(t *testing.T) {
 	h := newHarness(t)
 	code, out, errs := h.run("bench", "--duration", "1200ms", "--clients", "2", "--users", "5", "--rate", "50")

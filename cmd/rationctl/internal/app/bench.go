@@ -53,6 +53,7 @@ type benchOptions struct {
 	httpAddr string
 	rate     float64
 	initial  int64
+	batch    int
 }
 
 func (a *App) benchCommand() *cobra.Command {
@@ -72,6 +73,11 @@ server that falls behind shows as latency instead of as a silently lower
 rate (up to a backlog of one second's worth of operations).
 
 --protocol http uses the HTTP/JSON API at --http-addr instead of gRPC.
+
+--batch N sends each grant or deduction call as one Batch of N operations
+of that kind for random users (gRPC only), as a scheduler that collects
+its charges would. Each operation counts on its own, with the latency of
+its Batch call.
 
 Progress is printed once a second on stderr. The report gives throughput
 and latency percentiles per operation and outcome: ok, refused (the server
@@ -93,6 +99,10 @@ said no, e.g. insufficient credits) and error (no answer).`,
 				return usageError{errors.New("need a positive --duration or --ops")}
 			case o.initial < 1:
 				return usageError{errors.New("--initial-credits must be positive")}
+			case o.batch < 1 || o.batch > client.MaxBatchOps:
+				return usageError{fmt.Errorf("--batch must be between 1 and %d", client.MaxBatchOps)}
+			case o.batch > 1 && o.protocol != protoGRPC:
+				return usageError{errors.New("--batch needs --protocol grpc")}
 			}
 			var drv benchDriver
 			switch o.protocol {
@@ -121,6 +131,7 @@ said no, e.g. insufficient credits) and error (no answer).`,
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP API address (host:port or URL) for --protocol http")
 	f.Float64Var(&o.rate, "rate", 0, "total operations per second; 0 means as fast as the clients go")
 	f.Int64Var(&o.initial, "initial-credits", 1<<40, "credits granted to each user before the run")
+	f.IntVar(&o.batch, "batch", 1, "operations per grant or deduction call, sent as one Batch (gRPC only)")
 	return cmd
 }
 
@@ -166,6 +177,8 @@ type benchDriver interface {
 	grant(ctx context.Context, user string, g client.Grant) error
 	deduct(ctx context.Context, user string, d client.Deduction) error
 	balance(ctx context.Context, user string) error
+	// batch sends ops in one call and returns each one's error.
+	batch(ctx context.Context, ops []client.Op) []error
 	close() error
 }
 
@@ -197,6 +210,20 @@ func (d grpcDriver) deduct(ctx context.Context, user string, dd client.Deduction
 func (d grpcDriver) balance(ctx context.Context, user string) error {
 	_, err := d.c.Balance(ctx, user, nil)
 	return err
+}
+
+func (d grpcDriver) batch(ctx context.Context, ops []client.Op) []error {
+	errs := make([]error, len(ops))
+	res, err := d.c.Batch(ctx, ops)
+	for i := range errs {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case i < len(res):
+			errs[i] = res[i].Err
+		}
+	}
+	return errs
 }
 
 func (d grpcDriver) close() error { return d.c.Close() }
@@ -278,26 +305,56 @@ func (a *App) runBench(ctx context.Context, drv benchDriver, o benchOptions, mix
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), uint64(ci)))
 			for seq := 0; stopCtx.Err() == nil; seq++ {
-				// Not stop(): that would also drop the operations other
-				// clients have already counted and wait to send.
-				if o.ops > 0 && issued.Add(1) > o.ops {
-					return
-				}
-				begin := time.Now()
-				if bucket != nil {
-					slot, err := bucket.take(stopCtx)
-					if err != nil {
-						return
-					}
-					begin = slot
-				}
 				r := rng.IntN(sum)
 				op := 0
 				for r >= cum[op] {
 					op++
 				}
-				user := users[rng.IntN(len(users))]
+				size := int64(1)
+				if o.batch > 1 && op != opBalance {
+					size = int64(o.batch)
+				}
+				// Not stop(): that would also drop the operations other
+				// clients have already counted and wait to send.
+				if o.ops > 0 {
+					prev := issued.Add(size) - size
+					if prev >= o.ops {
+						return
+					}
+					size = min(size, o.ops-prev)
+				}
+				begin := time.Now()
+				if bucket != nil {
+					// --rate counts operations, so a batch takes a slot
+					// for each and starts at the last one's.
+					for range size {
+						slot, err := bucket.take(stopCtx)
+						if err != nil {
+							return
+						}
+						begin = slot
+					}
+				}
 				now := time.Now().UnixMilli()
+				if o.batch > 1 && op != opBalance {
+					ops := make([]client.Op, size)
+					for i := range ops {
+						user := users[rng.IntN(len(users))]
+						id := fmt.Sprintf("%s-%d-%d-%d", run, ci, seq, i)
+						if op == opGrant {
+							ops[i] = client.GrantOp(user, client.Grant{ID: id, Amount: 1 + rng.Int64N(100), Timestamp: now})
+						} else {
+							ops[i] = client.DeductOp(user, client.Deduction{ID: id, Amount: 1 + rng.Int64N(10), Timestamp: now})
+						}
+					}
+					errs := drv.batch(ctx, ops)
+					lat := time.Since(begin)
+					for _, err := range errs {
+						st.record(op, classify(err), lat, err)
+					}
+					continue
+				}
+				user := users[rng.IntN(len(users))]
 				id := fmt.Sprintf("%s-%d-%d", run, ci, seq)
 				var err error
 				switch op {
@@ -375,6 +432,7 @@ type jsonBench struct {
 	Clients    int            `json:"clients"`
 	Users      int            `json:"users"`
 	Rate       float64        `json:"rate"`
+	Batch      int            `json:"batch"`
 	Mix        map[string]int `json:"mix"`
 	ElapsedMS  int64          `json:"elapsed_ms"`
 	Ops        int64          `json:"ops"`
@@ -387,7 +445,7 @@ type jsonBench struct {
 func benchReport(st *benchStats, o benchOptions, mix [numOps]int, elapsed time.Duration) jsonBench {
 	secs := elapsed.Seconds()
 	rep := jsonBench{
-		Protocol: o.protocol, Clients: o.clients, Users: o.users, Rate: o.rate,
+		Protocol: o.protocol, Clients: o.clients, Users: o.users, Rate: o.rate, Batch: o.batch,
 		Mix: map[string]int{}, ElapsedMS: elapsed.Milliseconds(), Ops: st.total.Load(),
 		Throughput: float64(st.total.Load()) / secs, Refused: st.refused.Load(), Errors: st.errors.Load(),
 		Results: []jsonBenchRow{},
@@ -412,8 +470,12 @@ func benchReport(st *benchStats, o benchOptions, mix [numOps]int, elapsed time.D
 }
 
 func printBenchTable(w io.Writer, rep jsonBench) {
-	fmt.Fprintf(w, "%s, %d clients, %d users, %.2fs: %d ops, %.1f ops/s, %d refused, %d errors\n",
-		rep.Protocol, rep.Clients, rep.Users, float64(rep.ElapsedMS)/1000, rep.Ops, rep.Throughput, rep.Refused, rep.Errors)
+	batch := ""
+	if rep.Batch > 1 {
+		batch = fmt.Sprintf(" (writes in batches of %d)", rep.Batch)
+	}
+	fmt.Fprintf(w, "%s%s, %d clients, %d users, %.2fs: %d ops, %.1f ops/s, %d refused, %d errors\n",
+		rep.Protocol, batch, rep.Clients, rep.Users, float64(rep.ElapsedMS)/1000, rep.Ops, rep.Throughput, rep.Refused, rep.Errors)
 	tw := newTable(w)
 	row(tw, "OP", "OUTCOME", "COUNT", "OPS/S", "P50", "P99", "P99.9", "MAX")
 	d := func(us int64) string { return (time.Duration(us) * time.Microsecond).String() }

@@ -55,6 +55,11 @@ func newHTTPDriver(addr string, clients int, timeout, budget time.Duration) *htt
 	return &httpDriver{base: base, hc: &http.Client{Transport: tr}, timeout: timeout, budget: budget}
 }
 
+// batch is not offered over HTTP: the command refuses --batch with it.
+func (d *httpDriver) batch(context.Context, []client.Op) []error {
+	panic("bench: --batch over HTTP")
+}
+
 func (d *httpDriver) close() error {
 	d.hc.CloseIdleConnections()
 	return nil
