@@ -1,0 +1,357 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ration/ration/client"
+	"github.com/ration/ration/cluster/placement"
+	"github.com/ration/ration/config"
+	"github.com/ration/ration/node"
+)
+
+// These tests run whole nodes, several in one process: membership,
+// formation, placement, raft groups, actors and routing are all real; only
+// the processes are shared. test/e2e runs the same cluster as real
+// processes and kills them.
+
+const (
+	testShards   = 8
+	testReplicas = 3
+	testGrace    = 3 * time.Second
+)
+
+// member is one in-process node and what it was started with.
+type member struct {
+	id    string
+	dir   string
+	ports []int // http, grpc, gossip, raft
+	n     *node.Node
+	c     *client.Client
+}
+
+// freePorts finds ports free for TCP and UDP (gossip uses both).
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for len(ports) < n {
+		port := 20000 + rand.IntN(12000)
+		if slices.Contains(ports, port) {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		ports = append(ports, port)
+	}
+	return ports
+}
+
+func newMember(t *testing.T, i int) *member {
+	return &member{id: "n" + strconv.Itoa(i), dir: t.TempDir(), ports: freePorts(t, 4)}
+}
+
+func (m *member) gossip() string { return "127.0.0.1:" + strconv.Itoa(m.ports[2]) }
+
+// start opens the node and a client to it. seeds are gossip addresses.
+func (m *member) start(t *testing.T, seeds []string, expect int) {
+	t.Helper()
+	args := []string{
+		"--node-id", m.id, "--data-dir", m.dir, "--bind-host", "127.0.0.1",
+		"--http-port", strconv.Itoa(m.ports[0]), "--grpc-port", strconv.Itoa(m.ports[1]),
+		"--gossip-port", strconv.Itoa(m.ports[2]), "--raft-port", strconv.Itoa(m.ports[3]),
+		"--join", strings.Join(seeds, ","), "--bootstrap-expect", strconv.Itoa(expect),
+		"--shards", strconv.Itoa(testShards), "--replicas", strconv.Itoa(testReplicas),
+		"--dead-node-grace", testGrace.String(), "--shutdown-timeout", "10s",
+	}
+	cfg, err := config.Load(args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.n, err = node.Start(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("start %s: %v", m.id, err)
+	}
+	m.c, err = client.New(context.Background(), client.Options{Endpoints: []string{m.n.GRPCAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (m *member) stop(t *testing.T) {
+	t.Helper()
+	if m.n == nil {
+		return
+	}
+	m.c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.n.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown %s: %v", m.id, err)
+	}
+	m.n = nil
+}
+
+// startCluster starts n members together: each waits for the others
+// before forming the shards.
+func startCluster(t *testing.T, n int) []*member {
+	t.Helper()
+	ms := make([]*member, n)
+	var seeds []string
+	for i := range ms {
+		ms[i] = newMember(t, i+1)
+		seeds = append(seeds, ms[i].gossip())
+	}
+	errs := make(chan error, n)
+	for _, m := range ms {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					errs <- fmt.Errorf("%v", r)
+				}
+			}()
+			m.start(t, seeds, n)
+			errs <- nil
+		}()
+	}
+	for range ms {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range ms {
+		t.Cleanup(func() { m.stop(t) })
+	}
+	waitFor(t, 30*time.Second, "every node ready", func() (bool, string) {
+		for _, m := range ms {
+			if !m.n.Ready() {
+				return false, m.id + " not ready"
+			}
+		}
+		return true, ""
+	})
+	return ms
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %s", what, d, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ids(ms []*member) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.id)
+	}
+	return out
+}
+
+// leaders maps each shard to the one member that leads it, if they all
+// agree on it.
+func leaders(ms []*member) (map[uint32]*member, string) {
+	out := map[uint32]*member{}
+	for s := uint32(0); s < testShards; s++ {
+		var leader *member
+		for _, m := range ms {
+			if m.n.Host().IsLeader(s) {
+				if leader != nil {
+					return nil, fmt.Sprintf("shard %d: %s and %s both lead", s, leader.id, m.id)
+				}
+				leader = m
+			}
+		}
+		if leader == nil {
+			return nil, fmt.Sprintf("shard %d: no leader", s)
+		}
+		for _, m := range ms {
+			if !slices.Contains(m.n.Host().Hosted(), s) {
+				continue
+			}
+			if id, _ := m.n.Host().Leader(s); id != leader.id {
+				return nil, fmt.Sprintf("shard %d: %s follows %q, not %s", s, m.id, id, leader.id)
+			}
+		}
+		out[s] = leader
+	}
+	return out, ""
+}
+
+// placed reports whether every shard's raft voters are exactly its
+// replica set over alive (the placement), as its leader sees them.
+func placed(ms []*member, alive []string) (bool, string) {
+	ls, why := leaders(ms)
+	if ls == nil {
+		return false, why
+	}
+	for s, l := range ls {
+		cfg, err := l.n.Host().Configuration(s)
+		if err != nil {
+			return false, err.Error()
+		}
+		var voters []string
+		for _, srv := range cfg.Servers {
+			if srv.Suffrage.String() == "Voter" {
+				voters = append(voters, string(srv.ID))
+			} else {
+				return false, fmt.Sprintf("shard %d: %s is a %v", s, srv.ID, srv.Suffrage)
+			}
+		}
+		want := placement.ReplicaSet(s, alive, testReplicas)
+		slices.Sort(voters)
+		slices.Sort(want)
+		if !slices.Equal(voters, want) {
+			return false, fmt.Sprintf("shard %d: voters %v, placement %v", s, voters, want)
+		}
+	}
+	return true, ""
+}
+
+// ledgerState is what a test wrote: user → expected balance.
+type ledgerState map[string]int64
+
+// write grants and deducts for users through every member in turn, so
+// most requests are forwarded to another node's leader.
+func write(t *testing.T, ms []*member, want ledgerState, round string, users int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ts := time.Now().UnixMilli()
+	for u := range users {
+		user := "user-" + strconv.Itoa(u)
+		m := ms[u%len(ms)]
+		if _, err := m.c.Grant(ctx, user, client.Grant{ID: round + "-g", Amount: 100, Timestamp: ts}); err != nil {
+			t.Fatalf("grant %s via %s: %v", user, m.id, err)
+		}
+		d := ms[(u+1)%len(ms)]
+		if _, err := d.c.Deduct(ctx, user, client.Deduction{ID: round + "-d", Amount: 30, Timestamp: ts}); err != nil {
+			t.Fatalf("deduct %s via %s: %v", user, d.id, err)
+		}
+		want[user] += 70
+	}
+}
+
+// check reads every user's balance through every member.
+func check(t *testing.T, ms []*member, want ledgerState) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	far := time.Now().Add(time.Hour).UnixMilli()
+	for user, bal := range want {
+		for _, m := range ms {
+			r, err := m.c.Balance(ctx, user, &far)
+			if err != nil {
+				t.Fatalf("balance %s via %s: %v", user, m.id, err)
+			}
+			if r.Balance != bal {
+				t.Fatalf("balance %s via %s = %d, want %d", user, m.id, r.Balance, bal)
+			}
+		}
+	}
+}
+
+// converged reports whether every replica of every shard holds the same
+// state.
+func converged(ms []*member) (bool, string) {
+	for s := uint32(0); s < testShards; s++ {
+		var first [32]byte
+		var from string
+		for _, m := range ms {
+			if !slices.Contains(m.n.Host().Hosted(), s) {
+				continue
+			}
+			h := m.n.Host().FSM(s).StateHash()
+			if from == "" {
+				first, from = h, m.id
+			} else if h != first {
+				return false, fmt.Sprintf("shard %d: %s and %s differ", s, from, m.id)
+			}
+		}
+	}
+	return true, ""
+}
+
+// TestInProcessCluster walks a cluster through its life: formation and
+// election, placement, routing from every node, a leadership transfer, a
+// node joining and a node leaving, with the data checked after each step.
+func TestInProcessCluster(t *testing.T) {
+	ms := startCluster(t, 3)
+
+	// Election: one leader per shard that every replica follows.
+	waitFor(t, 10*time.Second, "agreed leaders", func() (bool, string) { ls, why := leaders(ms); return ls != nil, why })
+	// Placement: with three nodes and three replicas, every node holds
+	// every shard.
+	waitFor(t, 10*time.Second, "placement of 3 nodes", func() (bool, string) { return placed(ms, ids(ms)) })
+
+	// Routing: writes through every node, reads through every node.
+	want := ledgerState{}
+	write(t, ms, want, "r1", 24)
+	check(t, ms, want)
+
+	// Leader transfer: the leader of shard 0 hands it over, and the
+	// shard serves through every node afterwards.
+	ls, _ := leaders(ms)
+	old := ls[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := old.n.Host().TransferLeadershipOf(ctx, 0); err != nil {
+		t.Fatalf("transfer shard 0 from %s: %v", old.id, err)
+	}
+	waitFor(t, 10*time.Second, "a new leader of shard 0", func() (bool, string) {
+		ls, why := leaders(ms)
+		if ls == nil {
+			return false, why
+		}
+		return ls[0] != old, "still " + old.id
+	})
+	write(t, ms, want, "r2", 24)
+	check(t, ms, want)
+
+	// Join: a fourth node takes the replicas placement gives it.
+	n4 := newMember(t, 4)
+	n4.start(t, []string{ms[0].gossip(), ms[1].gossip(), ms[2].gossip()}, 3) // as the others were started
+	t.Cleanup(func() { n4.stop(t) })
+	ms = append(ms, n4)
+	waitFor(t, 60*time.Second, "placement of 4 nodes", func() (bool, string) { return placed(ms, ids(ms)) })
+	if len(n4.n.Host().Hosted()) == 0 {
+		t.Fatal("n4 hosts no shard")
+	}
+	write(t, ms, want, "r3", 24)
+	check(t, ms, want)
+	waitFor(t, 10*time.Second, "replicas converged after the join", func() (bool, string) { return converged(ms) })
+
+	// Leave: n1 stops gracefully; after the grace its replicas move to
+	// the other three, and nothing is lost.
+	ms[0].stop(t)
+	rest := ms[1:]
+	waitFor(t, 60*time.Second, "placement after n1 left", func() (bool, string) { return placed(rest, ids(rest)) })
+	check(t, rest, want)
+	write(t, rest, want, "r4", 24)
+	check(t, rest, want)
+	waitFor(t, 10*time.Second, "replicas converged after the leave", func() (bool, string) { return converged(rest) })
+}
