@@ -75,7 +75,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		ctx.CancelReceiveTimeout()
 		ctx.Poison(ctx.Self())
 	case *request:
-		ctx.Respond(a.handle(m))
+		ctx.Respond(showIDs(a.handle(m)))
 	}
 }
 
@@ -126,6 +126,7 @@ func (a *userActor) write(req *request) *reply {
 		} else {
 			res, err = a.l.Deduct(req.deduction)
 		}
+		res, err = applyAgain(a.l, req, res, err)
 		if err != nil {
 			// A refusal is an answer too and must be linearizable: refuse
 			// only on a cache known to be current.

@@ -144,7 +144,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	// leads and forwards the rest to their leaders.
 	n.router = routing.New(n.dir, locator{n}, routing.Options{})
 	cleanup = append(cleanup, func() { _ = n.router.Close() })
-	svc := service.New(n.router, time.Now)
+	svc := service.New(n.router, chaosClock())
 
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr())
 	if err != nil {
@@ -174,6 +174,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	n.httpSrv.Handler = chaosRoutes(n.httpSrv.Handler)
 
 	go func() {
 		if err := n.grpcSrv.Serve(n.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

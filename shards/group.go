@@ -29,6 +29,14 @@ const (
 	transportIO     = 10 * time.Second
 )
 
+// raftStore is a group's raft log and stable store: raft.db, which only
+// the chaosbug_nofsync build wraps (chaosbug_nofsync.go).
+type raftStore interface {
+	raft.LogStore
+	raft.StableStore
+	Close() error
+}
+
 // group is one shard's raft group on this node.
 type group struct {
 	h     *Host
@@ -36,7 +44,7 @@ type group struct {
 	log   *slog.Logger
 	raft  *raft.Raft
 	fsm   *raftfsm.Shard
-	store *raftboltdb.BoltStore
+	store raftStore
 	trans *raft.NetworkTransport
 
 	// notifyCh is raft's NotifyCh. It is unbuffered on purpose: raft
@@ -94,13 +102,15 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 		}
 	}()
 
-	g.store, err = raftboltdb.New(raftboltdb.Options{
+	db, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout, NoFreelistSync: false},
+		NoSync:      chaosNoSync,
 	})
 	if err != nil {
 		return nil, fail("open raft.db", err)
 	}
+	g.store = chaosStore(db)
 	undo = append(undo, g.store.Close)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetain, hl)
 	if err != nil {

@@ -278,6 +278,9 @@ func consistency(stale bool) rationv1.ReadConsistency {
 // Balance routes a balance read. Stale reads are served by the leader too:
 // this node may not hold a replica of the shard.
 func (r *Router) Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error) {
+	if served, res, err := readLocally(ctx, r, user, at, stale); served {
+		return res, err
+	}
 	return route(ctx, r, user,
 		func(ctx context.Context) (actors.BalanceResult, error) { return r.local.Balance(ctx, user, at, stale) },
 		func(ctx context.Context, c rationv1.LedgerClient) (actors.BalanceResult, error) {
