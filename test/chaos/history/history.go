@@ -56,6 +56,16 @@ type GrantBalance struct {
 	ID        string `json:"id"`
 	Remaining int64  `json:"remaining"`
 	ExpiresAt *int64 `json:"expires_at,omitempty"`
+	Priority  int32  `json:"priority,omitempty"`
+	Timestamp int64  `json:"timestamp,omitempty"`
+}
+
+// Insufficient is what a refused deduction's error said: the deduction of
+// the history that could not have been met, and by how much.
+type Insufficient struct {
+	DeductionID string `json:"deduction_id"`
+	At          int64  `json:"at"`
+	Shortfall   int64  `json:"shortfall"`
 }
 
 // Op is one client call and its outcome.
@@ -91,8 +101,14 @@ type Op struct {
 	Error string `json:"error,omitempty"`
 	// Node is the endpoint that answered, when known.
 	Node string `json:"node,omitempty"`
+	// Attempts is how many requests the client sent for this call, retries
+	// included; 0 when not recorded. A write answered as a duplicate after
+	// one attempt must have been applied by an earlier call.
+	Attempts int `json:"attempts,omitempty"`
 
 	Allocations []Allocation `json:"allocations,omitempty"` // deductions
+	// Insufficient details a Refused deduction, when the server said.
+	Insufficient *Insufficient `json:"insufficient,omitempty"`
 	// Balance replies.
 	ResultAt *int64         `json:"result_at,omitempty"`
 	Balance  int64          `json:"balance,omitempty"`
