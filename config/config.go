@@ -72,8 +72,10 @@ type Config struct {
 	DeadNodeGrace time.Duration
 
 	// SnapshotThreshold is the number of raft log entries between snapshots.
-	SnapshotThreshold      uint64
-	SnapshotInterval       time.Duration
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// RaftTrailingLogs is how many entries a snapshot leaves in the log.
+	RaftTrailingLogs       uint64
 	RaftHeartbeatTimeout   time.Duration
 	RaftElectionTimeout    time.Duration
 	RaftLeaderLeaseTimeout time.Duration

@@ -28,7 +28,7 @@ var specFlags = []string{
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
 	"idle-passivation", "join", "log-format", "log-level", "max-request-bytes",
 	"node-id", "raft-election-timeout", "raft-heartbeat-timeout",
-	"raft-leader-lease-timeout", "raft-port", "replicas", "shards",
+	"raft-leader-lease-timeout", "raft-port", "raft-trailing-logs", "replicas", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
 	"tls-cert", "tls-key",
 }
@@ -82,6 +82,7 @@ func TestDefaults(t *testing.T) {
 		DeadNodeGrace:          30 * time.Second,
 		SnapshotThreshold:      8192,
 		SnapshotInterval:       30 * time.Second,
+		RaftTrailingLogs:       10240,
 		RaftHeartbeatTimeout:   time.Second,
 		RaftElectionTimeout:    time.Second,
 		RaftLeaderLeaseTimeout: 500 * time.Millisecond,

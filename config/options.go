@@ -171,6 +171,13 @@ var options = []option{
 			}
 			return nil
 		}),
+	uint64Opt("raft-trailing-logs", "10240", "Raft log entries a snapshot leaves in the log; a follower further behind installs the leader's snapshot instead.",
+		func(c *Config) *uint64 { return &c.RaftTrailingLogs }, func(v uint64) error {
+			if v == 0 {
+				return errors.New("must be positive, got 0")
+			}
+			return nil
+		}),
 	durationOpt("snapshot-interval", "30s", "How often raft checks whether to snapshot.",
 		func(c *Config) *time.Duration { return &c.SnapshotInterval }, raftMinimum),
 	durationOpt("raft-heartbeat-timeout", "1s", "Raft heartbeat timeout.",

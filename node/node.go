@@ -118,6 +118,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
 		SnapshotThreshold:  cfg.SnapshotThreshold,
 		SnapshotInterval:   cfg.SnapshotInterval,
+		TrailingLogs:       cfg.RaftTrailingLogs,
 		Logger:             logger,
 		Registerer:         n.reg,
 	})
