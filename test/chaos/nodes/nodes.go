@@ -50,6 +50,9 @@ type Config struct {
 	Shards, Replicas  int
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	// TrailingLogs is the nodes' --raft-trailing-logs: low, so a follower
+	// that was away installs the leader's snapshot instead of the log.
+	TrailingLogs uint64
 	// ShutdownTimeout is the nodes' --shutdown-timeout: how long a
 	// SIGTERM may take. 0 leaves the node's default; Close waits a second
 	// longer than it before it kills.
@@ -239,6 +242,9 @@ func (c *Cluster) args(i int) []string {
 	}
 	if c.cfg.SnapshotThreshold > 0 {
 		args = append(args, "--snapshot-threshold", strconv.FormatUint(c.cfg.SnapshotThreshold, 10))
+	}
+	if c.cfg.TrailingLogs > 0 {
+		args = append(args, "--raft-trailing-logs", strconv.FormatUint(c.cfg.TrailingLogs, 10))
 	}
 	if c.cfg.ShutdownTimeout > 0 {
 		args = append(args, "--shutdown-timeout", c.cfg.ShutdownTimeout.String())

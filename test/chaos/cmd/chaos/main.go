@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +42,9 @@ const (
 
 // options are the command line.
 type options struct {
+	// endpoints, if set, are the gRPC addresses of a cluster the harness
+	// did not start (runExternal).
+	endpoints []string
 	binary    string
 	seed      int64
 	duration  time.Duration
@@ -58,6 +62,7 @@ type options struct {
 
 	shards, replicas  int
 	snapshotThreshold uint64
+	trailingLogs      uint64
 	snapshotInterval  time.Duration
 
 	minThroughput float64
@@ -69,6 +74,8 @@ type options struct {
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	var endpoints string
+	fs.StringVar(&endpoints, "endpoints", "", "gRPC host:port list of a running cluster (e.g. a Kubernetes deployment) to check instead of starting one; faults then come from outside")
 	fs.StringVar(&o.binary, "binary", "bin/ration-node", "ration-node binary (build with -tags chaos for clock jumps)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the fault schedule and the workload")
 	fs.DurationVar(&o.duration, "duration", 150*time.Second, "how long faults are injected")
@@ -87,6 +94,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.shards, "shards", 8, "nodes' --shards")
 	fs.IntVar(&o.replicas, "replicas", 3, "nodes' --replicas")
 	fs.Uint64Var(&o.snapshotThreshold, "snapshot-threshold", 64, "nodes' --snapshot-threshold (low: snapshots all the time)")
+	fs.Uint64Var(&o.trailingLogs, "trailing-logs", 32, "nodes' --raft-trailing-logs (low: a follower that was away catches up from a snapshot)")
 	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 2*time.Second, "nodes' --snapshot-interval")
 	fs.Float64Var(&o.minThroughput, "min-throughput", 20, "acknowledged (OK) writes per second the run must average")
 	fs.DurationVar(&o.liveness, "liveness", 10*time.Second, "every shard must take a write within this of the final heal")
@@ -97,6 +105,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if endpoints != "" {
+		o.endpoints = strings.Split(endpoints, ",")
 	}
 	if o.out == "" {
 		o.out = filepath.Join("out", "chaos", fmt.Sprintf("%dn-seed%d", o.nodes, o.seed))
@@ -165,7 +176,11 @@ func runMain(o options) int {
 		stop()
 	}()
 
-	summary, code, err := run(ctx, o, log)
+	runner := run
+	if len(o.endpoints) > 0 {
+		runner = runExternal
+	}
+	summary, code, err := runner(ctx, o, log)
 	if err != nil {
 		log.Error("harness failed", "err", err)
 		fmt.Printf("ERROR seed=%d nodes=%d: %v\n", o.seed, o.nodes, err)

@@ -96,7 +96,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 	cluster, err := nodes.New(ctx, nodes.Config{
 		Binary: binary, Dir: o.out, Net: net,
 		Shards: o.shards, Replicas: o.replicas,
-		SnapshotThreshold: o.snapshotThreshold, SnapshotInterval: o.snapshotInterval,
+		SnapshotThreshold: o.snapshotThreshold, SnapshotInterval: o.snapshotInterval, TrailingLogs: o.trailingLogs,
 		ShutdownTimeout: 2 * time.Second, // teardown, not a check: keep it short
 		LogLevel:        o.nodeLevel, Args: strings.Fields(o.nodeArgs), Logger: log,
 	})
@@ -219,6 +219,11 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 
 	log.Info("checking", "ops", len(ops), "users", len(final.Events))
 	res := check.Check(ops, final, check.Options{Timeout: o.checkTimeout, VisualizeDir: filepath.Join(o.out, "porcupine")})
+	// Warnings do not fail a run: they are answers that are allowed but
+	// worth a look (e.g. a router's own retry answering "duplicate").
+	for _, w := range res.Warnings {
+		notes = append(notes, fmt.Sprintf("warning: %s %s: %s", w.Kind, w.User, w.Detail))
+	}
 
 	okWrites := 0
 	for _, op := range ops {

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ration/ration/client"
+	"github.com/ration/ration/test/chaos/check"
+	"github.com/ration/ration/test/chaos/history"
+	"github.com/ration/ration/test/chaos/report"
+	"github.com/ration/ration/test/chaos/workload"
+)
+
+// runExternal checks a cluster the harness did not start, such as a
+// Kubernetes deployment, through its gRPC endpoints: the workload runs for
+// the duration while faults come from elsewhere (kubectl delete pod, a
+// node drain, a NetworkPolicy, a chaos operator), then every check that
+// needs no control of the processes runs as in a local run.
+func runExternal(ctx context.Context, o options, log *slog.Logger) (string, int, error) {
+	for _, a := range artifacts {
+		if err := os.RemoveAll(filepath.Join(o.out, a)); err != nil {
+			return "", exitHarness, err
+		}
+	}
+	statuses := func(ctx context.Context) map[string]client.ClusterStatus {
+		return externalStatuses(ctx, o.endpoints, log)
+	}
+	shardCount := 0
+	for _, st := range statuses(ctx) {
+		for _, s := range st.Shards {
+			shardCount = max(shardCount, int(s.ID)+1)
+		}
+	}
+	if shardCount == 0 {
+		return "", exitHarness, fmt.Errorf("no endpoint of %v answered Admin.Status", o.endpoints)
+	}
+	o.shards = shardCount
+	log.Info("external cluster", "endpoints", o.endpoints, "shards", shardCount)
+
+	rec, err := history.NewRecorder(filepath.Join(o.out, "history.jsonl"))
+	if err != nil {
+		return "", exitHarness, err
+	}
+	defer rec.Close()
+	// Users carry the start time too: a deployment outlives runs, and a
+	// second run with the same seed must not find the first one's ids.
+	prefix := fmt.Sprintf("u-%d-%d-", o.seed, time.Now().Unix())
+	wctx, stopWorkload := context.WithCancel(ctx)
+	defer stopWorkload()
+	wcfg := workload.Config{
+		Seed: o.seed, Clients: o.clients, Users: o.users, HotUsers: o.hot,
+		Endpoints: o.endpoints, Resend: o.resend, UserPrefix: prefix, Now: time.Now, Logger: log,
+	}
+	workloadDone := make(chan error, 1)
+	started := time.Now()
+	go func() { workloadDone <- workload.Run(wctx, wcfg, rec) }()
+	log.Info("workload running: inject faults now, and heal them before the end", "for", o.duration)
+	sleepCtx(ctx, o.duration)
+	if ctx.Err() != nil {
+		return "", exitHarness, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
+
+	// The operator's faults are over by now: writes must come back.
+	healed := time.Now()
+	probes, err := probeAll(ctx, o.endpoints, o, healed)
+	if err != nil {
+		return "", exitHarness, err
+	}
+	sleepCtx(ctx, time.Until(healed.Add(tail)))
+	stopWorkload()
+	var notes []string
+	select {
+	case err := <-workloadDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			notes = append(notes, "workload: "+err.Error())
+		}
+	case <-time.After(workloadStop):
+		notes = append(notes, fmt.Sprintf("workload did not stop within %v", workloadStop))
+	}
+	stopped := time.Now()
+	if err := rec.Close(); err != nil {
+		log.Warn("closing the history", "err", err)
+	}
+	ops := rec.Ops()
+
+	hashOK, hashDetail := awaitConvergence(ctx, statuses, o.shards, o.converge)
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	final, err := readFinal(fctx, o.endpoints, ops, log)
+	cancel()
+	if err != nil {
+		notes = append(notes, "final state incomplete: "+err.Error())
+	}
+	if err := final.WriteFile(filepath.Join(o.out, "final.json")); err != nil {
+		log.Warn("writing final.json", "err", err)
+	}
+	res := check.Check(ops, final, check.Options{Timeout: o.checkTimeout, VisualizeDir: filepath.Join(o.out, "porcupine")})
+	for _, w := range res.Warnings {
+		notes = append(notes, fmt.Sprintf("warning: %s %s: %s", w.Kind, w.User, w.Detail))
+	}
+	notes = append(notes, "external cluster: faults were injected outside the harness and are not in the report")
+
+	okWrites := 0
+	for _, op := range ops {
+		if op.Outcome == history.OK && (op.Kind == history.Grant || op.Kind == history.Deduct) {
+			okWrites++
+		}
+	}
+	elapsed := stopped.Sub(started)
+	throughput := float64(okWrites) / elapsed.Seconds()
+	liveOK, liveDetail := livenessVerdict(probes, o.liveness)
+	r := report.Report{
+		Seed: o.seed, Nodes: len(o.endpoints), Duration: o.duration, Started: started,
+		Ops: len(ops), OKWrites: okWrites, Anomalies: res.Anomalies, Throughput: throughput,
+		Checks: map[string]report.CheckResult{
+			report.CheckLinearizability: linCheck(res),
+			report.CheckInvariants:      invCheck(res),
+			report.CheckStateHashes:     {Pass: hashOK, Detail: hashDetail},
+			report.CheckLiveness:        {Pass: liveOK, Detail: liveDetail},
+			report.CheckThroughput: {Pass: throughput >= o.minThroughput, Detail: fmt.Sprintf(
+				"%.1f acknowledged writes/s over %v (%d), minimum %.1f", throughput, elapsed.Round(time.Second), okWrites, o.minThroughput)},
+		},
+		Notes: notes,
+	}
+	r.Pass = true
+	for _, c := range r.Checks {
+		r.Pass = r.Pass && c.Pass
+	}
+	if err := report.Write(o.out, r, ops); err != nil {
+		return "", exitHarness, err
+	}
+	code := exitPass
+	if !r.Pass {
+		code = exitFail
+	}
+	return report.Summary(r), code, nil
+}
+
+// externalStatuses asks every endpoint for its view with state hashes;
+// endpoints that do not answer are left out, as a down node would be.
+func externalStatuses(ctx context.Context, endpoints []string, log *slog.Logger) map[string]client.ClusterStatus {
+	var mu sync.Mutex
+	out := map[string]client.ClusterStatus{}
+	var wg sync.WaitGroup
+	for _, ep := range endpoints {
+		wg.Go(func() {
+			c, err := client.New(ctx, client.Options{Endpoints: []string{ep}, Timeout: 3 * time.Second, RetryBudget: -1})
+			if err != nil {
+				log.Debug("status", "endpoint", ep, "err", err)
+				return
+			}
+			defer c.Close()
+			st, err := c.Status(ctx, client.WithStateHashes())
+			if err != nil {
+				log.Debug("status", "endpoint", ep, "err", err)
+				return
+			}
+			mu.Lock()
+			out[st.NodeID] = st
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
