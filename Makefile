@@ -5,7 +5,7 @@ BIN := bin
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-full fuzz vet lint generate bench clean cluster
+.PHONY: cluster all build run test test-race test-full fuzz vet lint generate bench clean chaos chaos-bin chaos-selftest
 
 all: build
 
@@ -53,6 +53,23 @@ fuzz:
 
 test: lint build test-race test-full fuzz
 
+# The chaos harness (test/chaos, docs/chaos.md): a 3-node and a 5-node run
+# of real nodes in network namespaces under a seeded fault schedule. Needs
+# root. Reports land in out/chaos/; a failed check fails the target.
+SEED ?= 1
+CHAOS_DURATION ?= 110s
+chaos-bin:
+	$(GO) build -tags chaos -o $(BIN)/ration-node-chaos ./cmd/node
+	$(GO) build -o $(BIN)/ration-chaos ./test/chaos/cmd/chaos
+
+chaos: chaos-bin
+	$(BIN)/ration-chaos -binary $(BIN)/ration-node-chaos -nodes 3 -seed $(SEED) -duration $(CHAOS_DURATION) -faults all -out out/chaos/3n-seed$(SEED)
+	$(BIN)/ration-chaos -binary $(BIN)/ration-node-chaos -nodes 5 -seed $(SEED) -duration $(CHAOS_DURATION) -faults all -out out/chaos/5n-seed$(SEED)
+
+# Each planted bug (chaos/DESIGN.md) must make the harness report FAIL.
+chaos-selftest:
+	RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -timeout 30m ./test/chaos/selftest/
+
 generate:
 	$(GO) generate ./api/... ./raftfsm/...
 
@@ -60,7 +77,7 @@ bench:
 	$(GO) test ./ledger/ -run XXX -bench . -benchmem
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) out
 
 # The container image, FROM scratch: static binaries built on the host (no
 # registry is reachable to pull a builder image), staged in bin/image/ with
