@@ -141,30 +141,53 @@ func runExternal(ctx context.Context, o options, log *slog.Logger) (string, int,
 	return report.Summary(r), code, nil
 }
 
-// externalStatuses asks every endpoint for its view with state hashes;
-// endpoints that do not answer are left out, as a down node would be.
+// externalStatuses asks every endpoint, and then every node those list
+// by its advertised gRPC address, for its view with state hashes: the
+// state-hash check needs each replica's own report, and a Service address
+// reaches only one pod per call. Nodes that do not answer are left out,
+// as a down node would be.
 func externalStatuses(ctx context.Context, endpoints []string, log *slog.Logger) map[string]client.ClusterStatus {
-	var mu sync.Mutex
 	out := map[string]client.ClusterStatus{}
-	var wg sync.WaitGroup
-	for _, ep := range endpoints {
-		wg.Go(func() {
-			c, err := client.New(ctx, client.Options{Endpoints: []string{ep}, Timeout: 3 * time.Second, RetryBudget: -1})
-			if err != nil {
-				log.Debug("status", "endpoint", ep, "err", err)
-				return
+	asked := map[string]bool{}
+	for round := 0; round < 2; round++ {
+		var todo []string
+		for _, ep := range endpoints {
+			if !asked[ep] {
+				todo = append(todo, ep)
 			}
-			defer c.Close()
-			st, err := c.Status(ctx, client.WithStateHashes())
-			if err != nil {
-				log.Debug("status", "endpoint", ep, "err", err)
-				return
+		}
+		for _, st := range out {
+			for _, n := range st.Nodes {
+				if _, known := out[n.ID]; !known && n.GRPCAddr != "" && !asked[n.GRPCAddr] {
+					todo = append(todo, n.GRPCAddr)
+				}
 			}
-			mu.Lock()
-			out[st.NodeID] = st
-			mu.Unlock()
-		})
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, ep := range todo {
+			asked[ep] = true
+			wg.Go(func() {
+				st, err := statusOf(ctx, ep)
+				if err != nil {
+					log.Debug("status", "endpoint", ep, "err", err)
+					return
+				}
+				mu.Lock()
+				out[st.NodeID] = st
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	return out
+}
+
+func statusOf(ctx context.Context, endpoint string) (client.ClusterStatus, error) {
+	c, err := client.New(ctx, client.Options{Endpoints: []string{endpoint}, Timeout: 3 * time.Second, RetryBudget: -1})
+	if err != nil {
+		return client.ClusterStatus{}, err
+	}
+	defer c.Close()
+	return c.Status(ctx, client.WithStateHashes())
 }
