@@ -57,7 +57,7 @@ test: lint build test-race test-full fuzz
 # of real nodes in network namespaces under a seeded fault schedule. Needs
 # root. Reports land in out/chaos/; a failed check fails the target.
 SEED ?= 1
-CHAOS_DURATION ?= 110s
+CHAOS_DURATION ?= 90s
 chaos-bin:
 	$(GO) build -tags chaos -o $(BIN)/ration-node-chaos ./cmd/node
 	$(GO) build -o $(BIN)/ration-chaos ./test/chaos/cmd/chaos

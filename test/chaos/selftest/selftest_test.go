@@ -70,7 +70,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	if out == "" {
 		out = t.TempDir()
 	}
-	duration := 45 * time.Second
+	duration := 40 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("RATION_CHAOS_SELFTEST_DURATION")); err == nil {
 		duration = d
 	}
