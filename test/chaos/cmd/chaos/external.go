@@ -13,7 +13,6 @@ import (
 	"github.com/ration/ration/client"
 	"github.com/ration/ration/test/chaos/check"
 	"github.com/ration/ration/test/chaos/history"
-	"github.com/ration/ration/test/chaos/report"
 	"github.com/ration/ration/test/chaos/workload"
 )
 
@@ -105,40 +104,10 @@ func runExternal(ctx context.Context, o options, log *slog.Logger) (string, int,
 	}
 	notes = append(notes, "external cluster: faults were injected outside the harness and are not in the report")
 
-	okWrites := 0
-	for _, op := range ops {
-		if op.Outcome == history.OK && (op.Kind == history.Grant || op.Kind == history.Deduct) {
-			okWrites++
-		}
-	}
-	elapsed := stopped.Sub(started)
-	throughput := float64(okWrites) / elapsed.Seconds()
-	liveOK, liveDetail := livenessVerdict(probes, o.liveness)
-	r := report.Report{
-		Seed: o.seed, Nodes: len(o.endpoints), Duration: o.duration, Started: started,
-		Ops: len(ops), OKWrites: okWrites, Anomalies: res.Anomalies, Throughput: throughput,
-		Checks: map[string]report.CheckResult{
-			report.CheckLinearizability: linCheck(res),
-			report.CheckInvariants:      invCheck(res),
-			report.CheckStateHashes:     {Pass: hashOK, Detail: hashDetail},
-			report.CheckLiveness:        {Pass: liveOK, Detail: liveDetail},
-			report.CheckThroughput: {Pass: throughput >= o.minThroughput, Detail: fmt.Sprintf(
-				"%.1f acknowledged writes/s over %v (%d), minimum %.1f", throughput, elapsed.Round(time.Second), okWrites, o.minThroughput)},
-		},
-		Notes: notes,
-	}
-	r.Pass = true
-	for _, c := range r.Checks {
-		r.Pass = r.Pass && c.Pass
-	}
-	if err := report.Write(o.out, r, ops); err != nil {
-		return "", exitHarness, err
-	}
-	code := exitPass
-	if !r.Pass {
-		code = exitFail
-	}
-	return report.Summary(r), code, nil
+	return verdict(o, len(o.endpoints), outcome{
+		ops: ops, res: res, started: started, stopped: stopped, probes: probes,
+		hashOK: hashOK, hashDetail: hashDetail, notes: notes,
+	})
 }
 
 // externalStatuses asks every endpoint, and then every node those list

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -225,38 +226,63 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 		notes = append(notes, fmt.Sprintf("warning: %s %s: %s", w.Kind, w.User, w.Detail))
 	}
 
+	var faulted []report.Fault
+	for _, f := range inj.Records() {
+		faulted = append(faulted, report.Fault(f))
+	}
+	return verdict(o, o.nodes, outcome{
+		ops: ops, res: res, started: started, stopped: stopped, probes: probes,
+		hashOK: hashOK, hashDetail: hashDetail, notes: notes, faults: faulted,
+		extra: map[string]report.CheckResult{checkCrashes: crashCheck(crashes)},
+	})
+}
+
+// outcome is what a run gathered for its verdict.
+type outcome struct {
+	ops        []history.Op
+	res        check.Result
+	started    time.Time
+	stopped    time.Time
+	probes     []probeResult
+	hashOK     bool
+	hashDetail string
+	notes      []string
+	faults     []report.Fault
+	extra      map[string]report.CheckResult
+}
+
+// verdict judges a run, writes its report, and returns the summary line
+// and the exit code.
+func verdict(o options, nodes int, g outcome) (string, int, error) {
 	okWrites := 0
-	for _, op := range ops {
+	for _, op := range g.ops {
 		if op.Outcome == history.OK && (op.Kind == history.Grant || op.Kind == history.Deduct) {
 			okWrites++
 		}
 	}
-	elapsed := stopped.Sub(started)
+	elapsed := g.stopped.Sub(g.started)
 	throughput := float64(okWrites) / elapsed.Seconds()
-	liveOK, liveDetail := livenessVerdict(probes, o.liveness)
-
+	liveOK, liveDetail := livenessVerdict(g.probes, o.liveness)
 	r := report.Report{
-		Seed: o.seed, Nodes: o.nodes, Duration: o.duration, Started: started,
-		Ops: len(ops), OKWrites: okWrites, Anomalies: res.Anomalies, Throughput: throughput,
+		Seed: o.seed, Nodes: nodes, Duration: o.duration, Started: g.started,
+		Ops: len(g.ops), OKWrites: okWrites, Anomalies: g.res.Anomalies, Throughput: throughput,
 		Checks: map[string]report.CheckResult{
-			report.CheckLinearizability: linCheck(res),
-			report.CheckInvariants:      invCheck(res),
-			report.CheckStateHashes:     {Pass: hashOK, Detail: hashDetail},
+			report.CheckLinearizability: linCheck(g.res),
+			report.CheckInvariants:      invCheck(g.res),
+			report.CheckStateHashes:     {Pass: g.hashOK, Detail: g.hashDetail},
 			report.CheckLiveness:        {Pass: liveOK, Detail: liveDetail},
 			report.CheckThroughput: {Pass: throughput >= o.minThroughput, Detail: fmt.Sprintf(
 				"%.1f acknowledged writes/s over %v (%d), minimum %.1f", throughput, elapsed.Round(time.Second), okWrites, o.minThroughput)},
-			checkCrashes: crashCheck(crashes),
 		},
-		Notes: notes,
+		Faults: g.faults,
+		Notes:  g.notes,
 	}
-	for _, f := range inj.Records() {
-		r.Faults = append(r.Faults, report.Fault(f))
-	}
+	maps.Copy(r.Checks, g.extra)
 	r.Pass = true
 	for _, c := range r.Checks {
 		r.Pass = r.Pass && c.Pass
 	}
-	if err := report.Write(o.out, r, ops); err != nil {
+	if err := report.Write(o.out, r, g.ops); err != nil {
 		return "", exitHarness, err
 	}
 	code := exitPass
