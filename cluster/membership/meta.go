@@ -19,6 +19,12 @@ type Meta struct {
 	// hold back features a node does not understand yet during a rolling
 	// upgrade.
 	Version int
+	// ActorAddr is where the node's protoactor remote listens (host:port),
+	// and ActorID its actor system's id, which protoactor uses as the
+	// member id: a fresh one every process start (cluster/actorcluster).
+	// Both are empty on a node that runs no actor cluster.
+	ActorAddr string
+	ActorID   string
 }
 
 // metaFormat is the first byte of the encoding. Fields may only ever be
@@ -33,20 +39,25 @@ const metaFormat byte = 1
 const flagLeaving byte = 1 << 0
 
 // encodeMeta lays out: format byte, flags byte, zigzag varint Version, then
-// NodeID, RaftAddr, GRPCAddr and HTTPAddr, each as uvarint length and
-// bytes. A binary layout rather than JSON keeps the addresses, which carry
+// NodeID, RaftAddr, GRPCAddr, HTTPAddr, ActorAddr and ActorID, each as
+// uvarint length and bytes. ActorAddr and ActorID were appended later: a
+// decoder that stops after HTTPAddr reads the rest as trailing bytes. A binary layout rather than JSON keeps the addresses, which carry
 // most of the bytes, as far from the 512-byte cap as possible.
 func encodeMeta(m Meta, flags byte) []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64+4*binary.MaxVarintLen16+
-		len(m.NodeID)+len(m.RaftAddr)+len(m.GRPCAddr)+len(m.HTTPAddr))
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+6*binary.MaxVarintLen16+
+		len(m.NodeID)+len(m.RaftAddr)+len(m.GRPCAddr)+len(m.HTTPAddr)+len(m.ActorAddr)+len(m.ActorID))
 	b = append(b, metaFormat, flags)
 	b = binary.AppendVarint(b, int64(m.Version))
-	for _, s := range [...]string{m.NodeID, m.RaftAddr, m.GRPCAddr, m.HTTPAddr} {
+	for _, s := range [...]string{m.NodeID, m.RaftAddr, m.GRPCAddr, m.HTTPAddr, m.ActorAddr, m.ActorID} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
 	return b
 }
+
+// firstAppended is the index of the first field appended to format 1
+// after its first release; metadata may end before it.
+const firstAppended = 4
 
 // decodeMeta is the inverse of encodeMeta. Bytes after the known fields
 // are ignored: they are fields appended by a newer release.
@@ -69,7 +80,10 @@ func decodeMeta(b []byte) (Meta, byte, error) {
 	if int64(m.Version) != v {
 		return m, 0, fmt.Errorf("%w: version %d out of range", ErrBadMeta, v)
 	}
-	for i, dst := range [...]*string{&m.NodeID, &m.RaftAddr, &m.GRPCAddr, &m.HTTPAddr} {
+	for i, dst := range [...]*string{&m.NodeID, &m.RaftAddr, &m.GRPCAddr, &m.HTTPAddr, &m.ActorAddr, &m.ActorID} {
+		if i >= firstAppended && len(b) == 0 {
+			break // an older node's metadata: these fields are empty
+		}
 		l, n := binary.Uvarint(b)
 		if n <= 0 || l > uint64(len(b)-n) {
 			return Meta{}, 0, fmt.Errorf("%w: field %d truncated", ErrBadMeta, i)

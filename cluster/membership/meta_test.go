@@ -14,6 +14,9 @@ func TestMetaRoundTrip(t *testing.T) {
 	cases := []Meta{
 		{},
 		{NodeID: "ration-0", RaftAddr: "10.0.0.1:7000", GRPCAddr: "10.0.0.1:9090", HTTPAddr: "10.0.0.1:8080", Version: 3},
+		{NodeID: "ration-0", RaftAddr: "10.0.0.1:7000", GRPCAddr: "10.0.0.1:9090", HTTPAddr: "10.0.0.1:8080",
+			ActorAddr: "10.0.0.1:7001", ActorID: "Fq7PJ3zKcXvN8LmQ2wRt5a"},
+		{NodeID: "n", ActorID: "only-the-id"},
 		{NodeID: "n", Version: -1},
 		{NodeID: "ünïcode", HTTPAddr: strings.Repeat("h", 300), Version: math.MaxInt32},
 	}
@@ -28,16 +31,17 @@ func TestMetaRoundTrip(t *testing.T) {
 }
 
 func TestMetaIsCompact(t *testing.T) {
-	m := Meta{NodeID: "ration-12", RaftAddr: "10.244.3.17:7000", GRPCAddr: "10.244.3.17:9090", HTTPAddr: "10.244.3.17:8080", Version: 1}
+	m := Meta{NodeID: "ration-12", RaftAddr: "10.244.3.17:7000", GRPCAddr: "10.244.3.17:9090", HTTPAddr: "10.244.3.17:8080", Version: 1,
+		ActorAddr: "10.244.3.17:7001", ActorID: "Fq7PJ3zKcXvN8LmQ2wRt5a"}
 	n := len(encodeMeta(m, 0))
-	payload := len(m.NodeID) + len(m.RaftAddr) + len(m.GRPCAddr) + len(m.HTTPAddr)
-	if n > payload+7 {
-		t.Errorf("encoded %d bytes for %d bytes of strings: overhead above 7", n, payload)
+	payload := len(m.NodeID) + len(m.RaftAddr) + len(m.GRPCAddr) + len(m.HTTPAddr) + len(m.ActorAddr) + len(m.ActorID)
+	if n > payload+9 {
+		t.Errorf("encoded %d bytes for %d bytes of strings: overhead above 9", n, payload)
 	}
 }
 
 func TestMetaAppendedFieldsIgnored(t *testing.T) {
-	m := Meta{NodeID: "a", RaftAddr: "r", Version: 7}
+	m := Meta{NodeID: "a", RaftAddr: "r", Version: 7, ActorAddr: "x:1", ActorID: "id"}
 	b := append(encodeMeta(m, 0), 0x05, 'f', 'u', 't', 'u', 'r')
 	got, _, err := decodeMeta(b)
 	if err != nil || got != m {
@@ -45,8 +49,20 @@ func TestMetaAppendedFieldsIgnored(t *testing.T) {
 	}
 }
 
+// A node of the release before ActorAddr and ActorID were appended sends
+// four fields; they decode with the actor fields empty.
+func TestMetaOfAnOlderRelease(t *testing.T) {
+	m := Meta{NodeID: "a", RaftAddr: "r:1", GRPCAddr: "g:2", HTTPAddr: "h:3", Version: 1}
+	b := encodeMeta(m, 0)
+	old := b[:len(b)-2] // without the two empty length bytes
+	got, _, err := decodeMeta(old)
+	if err != nil || got != m {
+		t.Errorf("decode of an older release's metadata = %+v, %v; want %+v", got, err, m)
+	}
+}
+
 func TestMetaRejectsGarbage(t *testing.T) {
-	good := encodeMeta(Meta{NodeID: "a", RaftAddr: "b", GRPCAddr: "c", HTTPAddr: "d"}, 0)
+	good := encodeMeta(Meta{NodeID: "a", RaftAddr: "b", GRPCAddr: "c", HTTPAddr: "d", ActorAddr: "e", ActorID: "f"}, 0)
 	cases := map[string][]byte{
 		"empty":          nil,
 		"one byte":       {metaFormat},
