@@ -39,7 +39,8 @@ type Config struct {
 	HTTPPort   int
 	GRPCPort   int
 	GossipPort int
-	// RaftPort carries both raft and node-to-node actor traffic.
+	// RaftPort carries raft; the port after it (ActorPort) carries
+	// node-to-node actor traffic.
 	RaftPort int
 
 	// Join lists gossip seeds as host or host:port; JoinAddrs supplies the
@@ -115,7 +116,7 @@ func (c *Config) GRPCAddr() string { return hostPort(c.BindHost, c.GRPCPort) }
 // GossipAddr is the address gossip binds to (TCP and UDP).
 func (c *Config) GossipAddr() string { return hostPort(c.BindHost, c.GossipPort) }
 
-// RaftAddr is the address the raft and actor transport binds to.
+// RaftAddr is the address the raft transport binds to.
 func (c *Config) RaftAddr() string { return hostPort(c.BindHost, c.RaftPort) }
 
 // AdvertiseHTTPAddr is the HTTP address other nodes and clients dial.
@@ -127,8 +128,16 @@ func (c *Config) AdvertiseGRPCAddr() string { return hostPort(c.advertiseHost(),
 // AdvertiseGossipAddr is the gossip address other nodes dial.
 func (c *Config) AdvertiseGossipAddr() string { return hostPort(c.advertiseHost(), c.GossipPort) }
 
-// AdvertiseRaftAddr is the raft and actor address other nodes dial.
+// AdvertiseRaftAddr is the raft address other nodes dial.
 func (c *Config) AdvertiseRaftAddr() string { return hostPort(c.advertiseHost(), c.RaftPort) }
+
+// ActorPort is where a clustered node's protoactor remote listens:
+// --raft-port + 1. The remote binds its own listener and cannot take one
+// from the raft port's mux (cluster/actorcluster/DESIGN.md).
+func (c *Config) ActorPort() int { return c.RaftPort + 1 }
+
+// AdvertiseActorAddr is the actor address other nodes dial.
+func (c *Config) AdvertiseActorAddr() string { return hostPort(c.advertiseHost(), c.ActorPort()) }
 
 // JoinAddrs returns the Join seeds as host:port, giving seeds without a
 // port this node's GossipPort. That is the same default memberlist applies,

@@ -412,6 +412,10 @@ func TestValidate(t *testing.T) {
 		{"ports clash", func(c *Config) { c.RaftPort = c.HTTPPort },
 			"--raft-port: 8080 is already used by --http-port (all listeners share --bind-host)"},
 		{"highest port", func(c *Config) { c.HTTPPort = 65535 }, ""},
+		{"actor port clashes", func(c *Config) { c.GRPCPort = c.RaftPort + 1 },
+			"--raft-port: 7001 (+ 1, the actor port) is already used by --grpc-port (all listeners share --bind-host)"},
+		{"raft port leaves no actor port", func(c *Config) { c.RaftPort = 65535 },
+			"--raft-port: 65535 leaves no port after it for actor traffic"},
 
 		{"shards zero", func(c *Config) { c.Shards = 0 }, "--shards: must be 1-4096, got 0"},
 		{"shards too many", func(c *Config) { c.Shards = 4097 }, "--shards: must be 1-4096, got 4097"},

@@ -135,7 +135,7 @@ var options = []option{
 	portOpt("http-port", "8080", "HTTP API port.", func(c *Config) *int { return &c.HTTPPort }),
 	portOpt("grpc-port", "9090", "gRPC API port.", func(c *Config) *int { return &c.GRPCPort }),
 	portOpt("gossip-port", "7946", "Gossip membership port (TCP and UDP).", func(c *Config) *int { return &c.GossipPort }),
-	portOpt("raft-port", "7000", "Port for raft and node-to-node actor traffic.", func(c *Config) *int { return &c.RaftPort }),
+	portOpt("raft-port", "7000", "Raft port; the port after it carries node-to-node actor traffic.", func(c *Config) *int { return &c.RaftPort }),
 
 	listOpt("join", "Gossip seeds, host or host:port, comma-separated; a missing port means --gossip-port.",
 		func(c *Config) *[]string { return &c.Join }, checkJoin),

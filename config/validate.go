@@ -59,20 +59,25 @@ func (c *Config) checkPortsDistinct() []error {
 	ports := []struct {
 		flag string
 		port int
+		what string
 	}{
-		{"--http-port", c.HTTPPort},
-		{"--grpc-port", c.GRPCPort},
-		{"--gossip-port", c.GossipPort},
-		{"--raft-port", c.RaftPort},
+		{"--http-port", c.HTTPPort, ""},
+		{"--grpc-port", c.GRPCPort, ""},
+		{"--gossip-port", c.GossipPort, ""},
+		{"--raft-port", c.RaftPort, ""},
+		{"--raft-port", c.ActorPort(), " (+ 1, the actor port)"},
 	}
 	var errs []error
 	for i, p := range ports {
 		if checkPort(p.port) != nil {
+			if i == len(ports)-1 && checkPort(c.RaftPort) == nil {
+				errs = append(errs, fmt.Errorf("--raft-port: %d leaves no port after it for actor traffic", c.RaftPort))
+			}
 			continue // already reported as out of range
 		}
 		for _, q := range ports[:i] {
 			if p.port == q.port {
-				errs = append(errs, fmt.Errorf("%s: %d is already used by %s (all listeners share --bind-host)", p.flag, p.port, q.flag))
+				errs = append(errs, fmt.Errorf("%s: %d%s is already used by %s%s (all listeners share --bind-host)", p.flag, p.port, p.what, q.flag, q.what))
 				break
 			}
 		}
