@@ -50,6 +50,31 @@ type Options struct {
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
+	// System is the actor system the user actors run in: the node's, which
+	// protoactor remote serves, so that other nodes can reach them. Nil
+	// starts a private one, which Shutdown stops; a given one is the
+	// caller's to stop.
+	System *actor.ActorSystem
+	// Remote answers the messages from other nodes that reach a user's
+	// actor. Nil: such messages are dropped.
+	Remote RemoteHandler
+}
+
+// RemoteHandler serves a message that reached a user's actor from another
+// node (the cluster layer's request envelope). The actor calls it in its
+// own turn, so the request is serialised with the user's other requests,
+// and responds to the sender with what it returns. l runs the user's
+// operations right there, without another trip through the mailbox.
+type RemoteHandler interface {
+	ServeRemote(user string, msg any, l Local) (reply any)
+}
+
+// Local is one user's operations, run inside the user's actor.
+type Local interface {
+	Grant(ctx context.Context, g ledger.Grant) (WriteResult, error)
+	Deduct(ctx context.Context, d ledger.Deduction) (WriteResult, error)
+	Balance(ctx context.Context, at int64, stale bool) (BalanceResult, error)
+	History(ctx context.Context, from, to int64, skip, limit int, stale bool) (Page, error)
 }
 
 // Directory activates user actors on demand and routes requests to them.
@@ -64,6 +89,7 @@ type Directory struct {
 	met  *metrics
 
 	dispatcher actor.Dispatcher // shared by every actor
+	ownSystem  bool             // sys was started here, and is stopped here
 
 	mu     sync.Mutex
 	pids   map[string]*actor.PID
@@ -82,18 +108,45 @@ func New(rep Replica, opts Options) *Directory {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	quiet := opts.Logger.With("component", "protoactor")
-	sys := actor.NewActorSystem(
-		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }),
-		actor.WithDeadLetterRequestLogging(false),
-	)
+	sys, own := opts.System, false
+	if sys == nil {
+		sys, own = NewSystem(opts.Logger), true
+	}
 	return &Directory{
-		sys: sys, rep: rep, opts: opts, log: opts.Logger,
+		sys: sys, ownSystem: own, rep: rep, opts: opts, log: opts.Logger,
 		met:        newMetrics(opts.Registerer),
 		pids:       map[string]*actor.PID{},
 		shard:      map[string]uint32{},
 		dispatcher: newPooledDispatcher(300),
 	}
+}
+
+// NewSystem starts an actor system configured for the user actors:
+// protoactor's own logs go to logger, and a request that reaches a
+// stopped actor is not logged (the directory sends it again).
+func NewSystem(logger *slog.Logger) *actor.ActorSystem {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	quiet := logger.With("component", "protoactor")
+	return actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }),
+		actor.WithDeadLetterRequestLogging(false),
+	)
+}
+
+// Activate returns the user's actor on this node, spawning it if needed.
+// The cluster layer calls it when this node leads the user's shard, to
+// hand the actor's PID to another node.
+func (d *Directory) Activate(user string) (*actor.PID, error) {
+	if !ledger.ValidID(user) {
+		return nil, invalidUser()
+	}
+	return d.activate(user)
+}
+
+func invalidUser() error {
+	return &ledger.InvalidArgumentError{Field: "user", Reason: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"}
 }
 
 // activate returns the user's actor, spawning it if needed.
@@ -135,7 +188,7 @@ func (d *Directory) forget(user string, pid *actor.PID) {
 // fresh activation: requests are idempotent by id.
 func (d *Directory) call(ctx context.Context, user string, req *request) (*reply, error) {
 	if !ledger.ValidID(user) {
-		return nil, &ledger.InvalidArgumentError{Field: "user", Reason: "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"}
+		return nil, invalidUser()
 	}
 	req.ctx = ctx
 	timeout := d.opts.RequestTimeout
@@ -215,7 +268,9 @@ func (d *Directory) Shutdown(ctx context.Context) error {
 		}
 		_ = f.Wait()
 	}
-	d.sys.Shutdown()
+	if d.ownSystem {
+		d.sys.Shutdown()
+	}
 	return nil
 }
 

@@ -76,7 +76,39 @@ func (a *userActor) Receive(ctx actor.Context) {
 		ctx.Poison(ctx.Self())
 	case *request:
 		ctx.Respond(showIDs(a.handle(m)))
+	case actor.SystemMessage, actor.AutoReceiveMessage:
+		// Stopping, Stopped, Restarting: nothing to do.
+	default:
+		if a.dir.opts.Remote == nil || ctx.Sender() == nil {
+			return
+		}
+		if rep := a.dir.opts.Remote.ServeRemote(a.user, m, inline{a}); rep != nil {
+			ctx.Respond(rep)
+		}
 	}
+}
+
+// inline runs the user's operations in the actor's current turn.
+type inline struct{ a *userActor }
+
+func (i inline) Grant(ctx context.Context, g ledger.Grant) (WriteResult, error) {
+	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opGrant, grant: g}))
+	return WriteResult{Duplicate: r.duplicate, Version: r.version}, r.err
+}
+
+func (i inline) Deduct(ctx context.Context, d ledger.Deduction) (WriteResult, error) {
+	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opDeduct, deduction: d}))
+	return WriteResult{Duplicate: r.duplicate, Version: r.version, Allocations: r.allocs}, r.err
+}
+
+func (i inline) Balance(ctx context.Context, at int64, stale bool) (BalanceResult, error) {
+	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opBalance, at: at, stale: stale}))
+	return BalanceResult{Balance: r.balance, Grants: r.grants, Version: r.version}, r.err
+}
+
+func (i inline) History(ctx context.Context, from, to int64, skip, limit int, stale bool) (Page, error) {
+	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opHistory, from: from, to: to, skip: skip, limit: limit, stale: stale}))
+	return Page{Events: r.events, Next: r.next, NextSkip: r.nextSkip, More: r.more, Version: r.version}, r.err
 }
 
 func (a *userActor) handle(req *request) *reply {
