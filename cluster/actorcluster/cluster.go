@@ -1,0 +1,254 @@
+// Package actorcluster runs the nodes' user actors as one protoactor
+// cluster: protoactor remote on every clustered node, a ClusterProvider
+// fed by our memberlist view (cluster/membership), and an IdentityLookup
+// that activates a user's actor on the current leader of the user's shard.
+// Requests cross nodes as one versioned envelope type (actorpb), served by
+// the user's actor itself. See DESIGN.md.
+package actorcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/ration/ration/actors"
+	"github.com/ration/ration/cluster/actorcluster/actorpb"
+	"github.com/ration/ration/ledger"
+	"github.com/ration/ration/service"
+	"github.com/ration/ration/shards"
+)
+
+// Config describes a node's place in the actor cluster.
+type Config struct {
+	NodeID string
+	// System is the node's actor system, the one its user actors run in.
+	System *actor.ActorSystem
+	// BindHost and Port are where protoactor remote listens; AdvertiseAddr
+	// (host:port) is where other nodes reach it, as announced in gossip.
+	BindHost      string
+	Port          int
+	AdvertiseAddr string
+
+	Members   Membership
+	Locator   Locator
+	Directory Directory
+	Logger    *slog.Logger
+
+	// AttemptTimeout bounds one request to a user's actor on another node
+	// (default 3s); the router retries within its own deadline.
+	AttemptTimeout time.Duration
+	// ActivateTimeout bounds one question to a directory actor (default 1s).
+	ActivateTimeout time.Duration
+	// AvoidFor is how long a node whose connection was lost is passed over
+	// when looking for a shard's leader (default 1s).
+	AvoidFor time.Duration
+}
+
+// HeartbeatExpiration is protoactor's gossip heartbeat expiry: never, in
+// effect. protoactor blocks a member whose heartbeat is older, for good,
+// and its default (20s) blocks healthy nodes that are merely slow.
+// Liveness is memberlist's business here (cluster/membership), which
+// feeds the topology through the Provider.
+const HeartbeatExpiration = time.Duration(math.MaxInt64)
+
+// gossipInterval paces protoactor's own gossip loop (default 300ms): its
+// heartbeats, its blocking of expired and departed members, and its state
+// exchange. A day, in effect never. Nothing here reads that gossip, its
+// heartbeat expiry would block slow members, and it is racy: it mutates
+// state that the remote is still serialising from the previous round.
+// cluster/membership is the one failure detector.
+const gossipInterval = 24 * time.Hour
+
+// Cluster is a node's member of the actor cluster.
+type Cluster struct {
+	cfg      Config
+	pc       *cluster.Cluster
+	lookup   *Lookup
+	provider *Provider
+	calls    *caller
+}
+
+// Start joins the actor cluster: protoactor remote listens, the provider
+// publishes the membership view, and the directory actor serves.
+func Start(cfg Config) (c *Cluster, err error) {
+	if cfg.System == nil || cfg.Members == nil || cfg.Locator == nil || cfg.Directory == nil {
+		return nil, errors.New("actorcluster: System, Members, Locator and Directory are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 3 * time.Second
+	}
+	if cfg.ActivateTimeout <= 0 {
+		cfg.ActivateTimeout = time.Second
+	}
+	if cfg.AvoidFor <= 0 {
+		cfg.AvoidFor = time.Second
+	}
+	c = &Cluster{cfg: cfg, calls: newCaller(cfg.System)}
+	c.provider = NewProvider(cfg.Members, cfg.Logger)
+	c.lookup = newLookup(&c.cfg, c.calls)
+
+	host := cfg.BindHost
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // remote joins host and port with a bare colon
+	}
+	rc := remote.Configure(host, cfg.Port, remote.WithAdvertisedHost(cfg.AdvertiseAddr))
+	// An endpoint that cannot connect gives up after one try (and a 2s
+	// pause) instead of five: requests to a dead node are failed by the
+	// caller's attempt timeout anyway, and the lookup moves on.
+	rc.MaxRetryCount = 1
+	cc := cluster.Configure("ration", c.provider, c.lookup, rc, cluster.WithHeartbeatExpiration(HeartbeatExpiration))
+	cc.GossipInterval = gossipInterval
+
+	// protoactor reports failures to start (a port in use, a provider
+	// error) by panicking.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("actorcluster: start on %s: %v", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.Port)), r)
+		}
+	}()
+	c.pc = cluster.New(cfg.System, cc)
+	c.pc.StartMember()
+	cfg.Logger.Info("actor cluster started", "address", cfg.System.Address(), "member_id", cfg.System.ID)
+	return c, nil
+}
+
+// FollowLeadership drops the lookup's cached actors of every shard whose
+// leadership changes on this node, from now until the returned function
+// is called. The node calls it once its shards are open.
+func (c *Cluster) FollowLeadership(l Leadership) (unsubscribe func()) {
+	return l.Subscribe(func(ev shards.ShardLeadership) { c.lookup.dropShard(ev.Shard) })
+}
+
+// Address is where this node's actors are reached.
+func (c *Cluster) Address() string { return c.cfg.System.Address() }
+
+// Protoactor is the protoactor cluster, for tests and diagnostics.
+func (c *Cluster) Protoactor() *cluster.Cluster { return c.pc }
+
+// Shutdown leaves the actor cluster: the directory actor stops, the
+// topology is no longer followed, and the remote closes its listener and
+// connections. Stop the user actors first (nothing is in flight then),
+// and the actor system after. The remote's graceful shutdown is not used:
+// it waits up to 10s for the peers' streams to end, and races with its
+// own endpoint readers.
+func (c *Cluster) Shutdown() {
+	c.lookup.Shutdown()
+	_ = c.provider.Shutdown(false)
+	c.pc.Gossip.Shutdown()
+	c.pc.Remote.Shutdown(false)
+}
+
+// call makes one attempt to have the user's actor, on its shard's leader,
+// serve req.
+func (c *Cluster) call(ctx context.Context, user string, req *actorpb.Request) (*actorpb.Reply, error) {
+	pid, node, err := c.lookup.resolve(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	timeout := c.cfg.AttemptTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	req.TimeoutMs = max(timeout.Milliseconds(), 1)
+	rep, err := c.calls.request(ctx, pid, req, timeout)
+	if err != nil {
+		c.lookup.failed(user, pid, node, err)
+		return nil, err
+	}
+	if rep.GetError().GetCode() == actorpb.Code_CODE_NOT_LEADER {
+		c.lookup.notLeader(user, pid, node, rep.GetLeaderHint())
+	}
+	return rep, nil
+}
+
+// Grant, Deduct, Balance and History each make one attempt at the user's
+// actor on its shard's leader, through the lookup: a service.Backend for
+// the router, which retries what is retryable.
+
+// Grant makes one attempt at a grant.
+func (c *Cluster) Grant(ctx context.Context, user string, g ledger.Grant) (actors.WriteResult, error) {
+	rep, err := c.call(ctx, user, grantRequest(user, g))
+	if err != nil {
+		return actors.WriteResult{}, err
+	}
+	return writeResult(rep, false)
+}
+
+// Deduct makes one attempt at a deduction.
+func (c *Cluster) Deduct(ctx context.Context, user string, d ledger.Deduction) (actors.WriteResult, error) {
+	rep, err := c.call(ctx, user, deductRequest(user, d))
+	if err != nil {
+		return actors.WriteResult{}, err
+	}
+	return writeResult(rep, true)
+}
+
+// Balance makes one attempt at a balance read.
+func (c *Cluster) Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error) {
+	rep, err := c.call(ctx, user, balanceRequest(user, at, stale))
+	if err != nil {
+		return actors.BalanceResult{}, err
+	}
+	return balanceResult(rep)
+}
+
+// History makes one attempt at a history page.
+func (c *Cluster) History(ctx context.Context, user string, from, to int64, skip, limit int, stale bool) (actors.Page, error) {
+	rep, err := c.call(ctx, user, historyRequest(user, from, to, skip, limit, stale))
+	if err != nil {
+		return actors.Page{}, err
+	}
+	return pageResult(rep, user, from, to)
+}
+
+var _ service.Backend = (*Cluster)(nil)
+
+// Server serves the request envelopes that reach a user's actor from
+// other nodes: the actors.RemoteHandler of a clustered node's directory.
+type Server struct {
+	Locator Locator
+}
+
+var _ actors.RemoteHandler = Server{}
+
+// defaultServeTimeout bounds a request whose envelope names no timeout.
+const defaultServeTimeout = 10 * time.Second
+
+// ServeRemote answers an envelope: only while this node leads the user's
+// shard (otherwise with a not-leader reply and a hint), only versions and
+// kinds it knows (otherwise UNSUPPORTED, never a panic).
+func (s Server) ServeRemote(user string, msg any, l actors.Local) any {
+	req, ok := msg.(*actorpb.Request)
+	if !ok {
+		return nil
+	}
+	if req.GetVersion() != actorpb.Version_VERSION_1 {
+		return codeReply(actorpb.Code_CODE_UNSUPPORTED, "envelope version %d unknown to this node", req.GetVersion())
+	}
+	if req.GetUser() != user {
+		return codeReply(actorpb.Code_CODE_UNAVAILABLE, "request for %q reached the actor of %q", req.GetUser(), user)
+	}
+	shard := s.Locator.ShardOf(user)
+	if !s.Locator.LocalLeader(shard) {
+		return notLeaderReply(s.Locator, shard)
+	}
+	timeout := defaultServeTimeout
+	if req.GetTimeoutMs() > 0 {
+		timeout = time.Duration(req.GetTimeoutMs()) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return serve(ctx, req, l)
+}

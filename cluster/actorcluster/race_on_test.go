@@ -1,0 +1,6 @@
+//go:build race
+
+package actorcluster
+
+// raceEnabled: see skipUnderRace.
+const raceEnabled = true
