@@ -11,10 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hashicorp/raft"
 
+	"github.com/ration/ration/cluster/actorcluster"
 	"github.com/ration/ration/cluster/membership"
 	"github.com/ration/ration/cluster/placement"
+	"github.com/ration/ration/service"
 	"github.com/ration/ration/shards"
 )
 
@@ -34,10 +37,12 @@ func (n *Node) startMembership(ctx context.Context) error {
 		Join:          cfg.JoinAddrs(),
 		SecretKey:     cfg.GossipKey,
 		Meta: membership.Meta{
-			NodeID:   cfg.NodeID,
-			RaftAddr: cfg.AdvertiseRaftAddr(),
-			GRPCAddr: cfg.AdvertiseGRPCAddr(),
-			HTTPAddr: cfg.AdvertiseHTTPAddr(),
+			NodeID:    cfg.NodeID,
+			RaftAddr:  cfg.AdvertiseRaftAddr(),
+			GRPCAddr:  cfg.AdvertiseGRPCAddr(),
+			HTTPAddr:  cfg.AdvertiseHTTPAddr(),
+			ActorAddr: cfg.AdvertiseActorAddr(),
+			ActorID:   n.sys.ID,
 		},
 		Logger: n.log.With("component", "membership"),
 	})
@@ -46,6 +51,41 @@ func (n *Node) startMembership(ctx context.Context) error {
 	}
 	n.members = m
 	return nil
+}
+
+// startActors joins the actor cluster: protoactor remote on the actor
+// port, its topology fed by the gossip view.
+func (n *Node) startActors() error {
+	c, err := actorcluster.Start(actorcluster.Config{
+		NodeID:        n.cfg.NodeID,
+		System:        n.sys,
+		BindHost:      n.cfg.BindHost,
+		Port:          n.cfg.ActorPort(),
+		AdvertiseAddr: n.cfg.AdvertiseActorAddr(),
+		Members:       n.members,
+		Locator:       locator{n},
+		Directory:     activator{n},
+		Logger:        n.log.With("component", "actorcluster"),
+	})
+	if err != nil {
+		return err
+	}
+	n.actors = c
+	return nil
+}
+
+// activator hands the actor cluster this node's directory, once it exists.
+type activator struct{ n *Node }
+
+// errNoDirectory: the node is still starting.
+var errNoDirectory = fmt.Errorf("node: the actor directory is not open yet: %w", service.ErrUnavailable)
+
+func (a activator) Activate(user string) (*actor.PID, error) {
+	d := a.n.dirp.Load()
+	if d == nil {
+		return nil, errNoDirectory
+	}
+	return d.Activate(user)
 }
 
 // existingShards are the shards with raft state in the data dir: a
@@ -151,16 +191,24 @@ func alive(ms []membership.Member) []membership.Member {
 	return out
 }
 
-// locator tells the router where shards are led, from this node's raft
-// groups and the membership view.
+// locator tells the router and the actor cluster where shards are led,
+// from this node's raft groups and the membership view. The actor cluster
+// may ask before the shards are open: then nothing is led here.
 type locator struct{ n *Node }
 
 func (l locator) ShardOf(user string) uint32 { return shards.ShardOf(user, l.n.cfg.Shards) }
 
-func (l locator) LocalLeader(shard uint32) bool { return l.n.host.IsLeader(shard) }
+func (l locator) LocalLeader(shard uint32) bool {
+	h := l.n.hostp.Load()
+	return h != nil && h.IsLeader(shard)
+}
 
 func (l locator) LeaderHint(shard uint32) (string, bool) {
-	id, _ := l.n.host.Leader(shard)
+	h := l.n.hostp.Load()
+	if h == nil {
+		return "", false
+	}
+	id, _ := h.Leader(shard)
 	return id, id != ""
 }
 
@@ -175,21 +223,6 @@ func (l locator) Candidates(shard uint32) []string {
 		}
 	}
 	return placement.ReplicaSet(shard, ids, l.n.cfg.Replicas)
-}
-
-func (l locator) GRPCAddr(node string) (string, bool) {
-	if node == l.n.cfg.NodeID {
-		return l.n.cfg.AdvertiseGRPCAddr(), true
-	}
-	if l.n.members == nil {
-		return "", false
-	}
-	for _, m := range l.n.members.Members() {
-		if m.Meta.NodeID == node {
-			return m.Meta.GRPCAddr, m.Meta.GRPCAddr != ""
-		}
-	}
-	return "", false
 }
 
 // peerAddrs resolves a raft server id to the raft address its node

@@ -37,14 +37,18 @@ type member struct {
 	c     *client.Client
 }
 
-// freePorts finds ports free for TCP and UDP (gossip uses both).
+// freePorts finds ports free for TCP and UDP (gossip uses both). The last
+// is for raft, and the port after it, for actor traffic, is free too.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ports []int
 	for len(ports) < n {
 		port := 20000 + rand.IntN(12000)
-		if slices.Contains(ports, port) {
+		if slices.Contains(ports, port) || slices.Contains(ports, port+1) || slices.Contains(ports, port-1) {
 			continue
+		}
+		if len(ports) == n-1 && !freeTCP(port+1) {
+			continue // the last port is raft's: the next one carries actor traffic
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
@@ -59,6 +63,15 @@ func freePorts(t *testing.T, n int) []int {
 		ports = append(ports, port)
 	}
 	return ports
+}
+
+func freeTCP(port int) bool {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 func newMember(t *testing.T, i int) *member {
@@ -112,6 +125,7 @@ func (m *member) stop(t *testing.T) {
 // before forming the shards.
 func startCluster(t *testing.T, n int) []*member {
 	t.Helper()
+	skipUnderRace(t)
 	ms := make([]*member, n)
 	var seeds []string
 	for i := range ms {
@@ -354,4 +368,17 @@ func TestInProcessCluster(t *testing.T) {
 	write(t, rest, want, "r4", 24)
 	check(t, rest, want)
 	waitFor(t, 10*time.Second, "replicas converged after the leave", func() (bool, string) { return converged(rest) })
+}
+
+// skipUnderRace skips a test that runs several protoactor remotes in one
+// process: each remote's start writes gRPC's global logger
+// (grpclog.SetLoggerV2 in protoactor's Remote.Start) while the others'
+// gRPC reads it, a race no caller can order. make test runs these tests
+// without -race (make test-cluster); test/e2e runs real processes, one
+// remote each, under -race. See cluster/actorcluster/DESIGN.md.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("several protoactor remotes in one process race on gRPC's global logger; run without -race (make test-cluster)")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/ration/ration/actors"
 	rationv1 "github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/cluster/actorcluster"
 	"github.com/ration/ration/cluster/membership"
 	"github.com/ration/ration/cluster/rebalance"
 	"github.com/ration/ration/cluster/routing"
@@ -45,6 +47,15 @@ type Node struct {
 	dir     *actors.Directory
 	members *membership.Membership // nil on a single node
 	router  *routing.Router
+	// sys runs the user actors; actors is its place in the actor cluster
+	// (nil on a single node), which reaches the actors of other nodes.
+	sys     *actor.ActorSystem
+	sysStop sync.Once
+	actors  *actorcluster.Cluster
+	// hostp and dirp publish host and dir to the actor cluster, which
+	// starts before them and may be asked about shards meanwhile.
+	hostp atomic.Pointer[shards.Host]
+	dirp  atomic.Pointer[actors.Directory]
 	// rebalancer moves replicas when membership changes; nil on a single
 	// node.
 	rebalancer *rebalance.Reconciler
@@ -89,6 +100,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	go func() { _ = n.mux.Serve() }()
 	cleanup = append(cleanup, func() { _ = n.mux.Close() })
 
+	n.sys = actors.NewSystem(logger.With("component", "actors"))
+	cleanup = append(cleanup, n.stopSystem)
+
 	var hosted []uint32
 	var peersOf func(uint32) []raft.Server
 	if clustered(n) {
@@ -96,6 +110,12 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 			return nil, err
 		}
 		cleanup = append(cleanup, func() { _ = n.members.Leave(context.Background()) })
+		// Before anything else uses gRPC in this process: protoactor's
+		// remote replaces gRPC's global logger when it starts.
+		if err := n.startActors(); err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, n.actors.Shutdown)
 		if hosted, peersOf, err = n.formation(ctx); err != nil {
 			return nil, err
 		}
@@ -125,6 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	if err != nil {
 		return nil, fmt.Errorf("shards: %w", err)
 	}
+	n.hostp.Store(n.host)
 	cleanup = append(cleanup, func() { _ = n.host.Shutdown(context.Background()) })
 	cleanup = append(cleanup, n.peers.close)
 
@@ -132,7 +153,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		IdleTimeout: cfg.IdlePassivation,
 		Logger:      logger.With("component", "actors"),
 		Registerer:  n.reg,
+		System:      n.sys,
+		Remote:      actorcluster.Server{Locator: locator{n}},
 	})
+	n.dirp.Store(n.dir)
 	cleanup = append(cleanup, func() { _ = n.dir.Shutdown(context.Background()) })
 	unsubscribe := n.host.Subscribe(func(ev shards.ShardLeadership) {
 		if !ev.Leader {
@@ -142,9 +166,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	cleanup = append(cleanup, unsubscribe)
 
 	// Any node answers any request: the router serves the shards this node
-	// leads and forwards the rest to their leaders.
-	n.router = routing.New(n.dir, locator{n}, routing.Options{})
-	cleanup = append(cleanup, func() { _ = n.router.Close() })
+	// leads, and reaches the users of the rest through the actor cluster.
+	var remote service.Backend
+	if n.actors != nil {
+		cleanup = append(cleanup, n.actors.FollowLeadership(n.host))
+		remote = n.actors
+	}
+	n.router = routing.New(n.dir, locator{n}, routing.Options{Remote: remote})
 	svc := service.New(n.router, chaosClock())
 
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr())
@@ -195,6 +223,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		"grpc", n.grpcLn.Addr().String(), "raft", raftLn.Addr().String(), "shards", cfg.Shards, "data_dir", cfg.DataDir)
 	return n, nil
 }
+
+// stopSystem stops the actor system, once: protoactor panics on a second
+// stop.
+func (n *Node) stopSystem() { n.sysStop.Do(n.sys.Shutdown) }
 
 // Ready reports whether the node serves: not draining, and every shard has
 // a leader.
@@ -250,11 +282,15 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}()
 		wg.Wait()
 		errs := []error{n.dir.Shutdown(ctx), n.host.Shutdown(ctx)}
+		if n.actors != nil {
+			n.actors.Shutdown()
+		}
 		if n.members != nil {
 			errs = append(errs, n.members.Leave(ctx))
 		}
-		errs = append(errs, n.router.Close(), n.mux.Close())
+		errs = append(errs, n.mux.Close())
 		n.peers.close()
+		n.stopSystem()
 		n.stopErr = errors.Join(errs...)
 		n.log.Info("shut down", "err", n.stopErr)
 	})

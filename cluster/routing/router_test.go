@@ -3,19 +3,18 @@ package routing
 import (
 	"context"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/actors/actorstest"
-	"github.com/ration/ration/grpcapi"
 	"github.com/ration/ration/httpapi"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
@@ -23,14 +22,20 @@ import (
 )
 
 // world is the cluster as every fake node sees it: who leads each shard,
-// and where the nodes listen.
+// and each node's directory. The actor cluster's hop is faked by remote,
+// which serves on the leader's directory (cluster/actorcluster tests the
+// real hop, node/ and test/e2e the two together).
 type world struct {
 	mu      sync.Mutex
 	leaders map[uint32]string
-	hints   bool
-	addrs   map[string]string
-	nodes   []string
+	dirs    map[string]*actors.Directory
 	shards  uint32
+}
+
+func (w *world) leaderOf(shard uint32) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leaders[shard]
 }
 
 type locator struct {
@@ -41,63 +46,96 @@ type locator struct {
 
 func (l locator) ShardOf(user string) uint32 { return l.rep.ShardOf(user) }
 
-func (l locator) LocalLeader(shard uint32) bool {
-	l.w.mu.Lock()
-	defer l.w.mu.Unlock()
-	return l.w.leaders[shard] == l.self
+func (l locator) LocalLeader(shard uint32) bool { return l.w.leaderOf(shard) == l.self }
+
+// remote is one attempt at the user's shard's leader, as the actor
+// cluster makes it: a retryable failure when no node leads the shard, or
+// when a fault is injected.
+type remote struct {
+	w    *world
+	loc  locator
+	hops atomic.Int64
+	// fail fails this many attempts before they reach the leader;
+	// lose this many after the leader served them (a lost reply).
+	fail, lose atomic.Int32
+	// hang makes attempts wait for their context to end.
+	hang atomic.Bool
 }
 
-func (l locator) LeaderHint(shard uint32) (string, bool) {
-	l.w.mu.Lock()
-	defer l.w.mu.Unlock()
-	id, ok := l.w.leaders[shard]
-	return id, ok && l.w.hints
+var errInjected = fmt.Errorf("injected: %w", service.ErrUnavailable)
+
+func attempt[T any](ctx context.Context, r *remote, user string, do func(*actors.Directory) (T, error)) (T, error) {
+	var zero T
+	r.hops.Add(1)
+	if r.hang.Load() {
+		<-ctx.Done()
+		return zero, ctx.Err()
+	}
+	if r.fail.Add(-1) >= 0 {
+		return zero, errInjected
+	}
+	leader := r.w.leaderOf(r.loc.ShardOf(user))
+	r.w.mu.Lock()
+	dir, ok := r.w.dirs[leader]
+	r.w.mu.Unlock()
+	if !ok {
+		return zero, fmt.Errorf("no leader: %w", service.ErrUnavailable)
+	}
+	res, err := do(dir)
+	if r.lose.Add(-1) >= 0 {
+		return zero, errInjected
+	}
+	return res, err
 }
 
-func (l locator) Candidates(uint32) []string { return l.w.nodes }
+func (r *remote) Grant(ctx context.Context, user string, g ledger.Grant) (actors.WriteResult, error) {
+	return attempt(ctx, r, user, func(d *actors.Directory) (actors.WriteResult, error) { return d.Grant(ctx, user, g) })
+}
 
-func (l locator) GRPCAddr(node string) (string, bool) {
-	l.w.mu.Lock()
-	defer l.w.mu.Unlock()
-	a, ok := l.w.addrs[node]
-	return a, ok
+func (r *remote) Deduct(ctx context.Context, user string, dd ledger.Deduction) (actors.WriteResult, error) {
+	return attempt(ctx, r, user, func(d *actors.Directory) (actors.WriteResult, error) { return d.Deduct(ctx, user, dd) })
+}
+
+func (r *remote) Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error) {
+	return attempt(ctx, r, user, func(d *actors.Directory) (actors.BalanceResult, error) { return d.Balance(ctx, user, at, stale) })
+}
+
+func (r *remote) History(ctx context.Context, user string, from, to int64, skip, limit int, stale bool) (actors.Page, error) {
+	return attempt(ctx, r, user, func(d *actors.Directory) (actors.Page, error) {
+		return d.History(ctx, user, from, to, skip, limit, stale)
+	})
 }
 
 type fakeNode struct {
 	router *Router
+	remote *remote
 	http   *httptest.Server
 }
 
 // newWorld starts n in-process nodes. Every node's replica is its own, so
 // a user's data lives where its shard's leader is: a request served by
-// any other node must be forwarded to be right.
+// any other node must be routed to be right.
 func newWorld(t *testing.T, n int) (*world, []*fakeNode) {
-	w := &world{leaders: map[uint32]string{}, addrs: map[string]string{}, shards: 4, hints: true}
+	w := &world{leaders: map[uint32]string{}, dirs: map[string]*actors.Directory{}, shards: 4}
 	var nodes []*fakeNode
+	var ids []string
 	for i := 0; i < n; i++ {
 		id := string(rune('a' + i))
-		w.nodes = append(w.nodes, id)
+		ids = append(ids, id)
 		rep := actorstest.NewReplica(int(w.shards))
 		dir := actors.New(rep, actors.Options{IdleTimeout: time.Minute})
 		t.Cleanup(func() { _ = dir.Shutdown(context.Background()) })
-		r := New(dir, locator{w: w, self: id, rep: rep}, Options{Deadline: 2 * time.Second})
-		t.Cleanup(func() { _ = r.Close() })
+		w.dirs[id] = dir
+		loc := locator{w: w, self: id, rep: rep}
+		rem := &remote{w: w, loc: loc}
+		r := New(dir, loc, Options{Deadline: 2 * time.Second, Remote: rem})
 		svc := service.New(r, nil)
-		gs := grpc.NewServer()
-		grpcapi.Register(gs, svc, nil, prometheus.NewRegistry())
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = gs.Serve(ln) }()
-		t.Cleanup(gs.Stop)
-		w.addrs[id] = ln.Addr().String()
 		hs := httptest.NewServer(httpapi.Handler(svc, httpapi.Options{Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}))
 		t.Cleanup(hs.Close)
-		nodes = append(nodes, &fakeNode{router: r, http: hs})
+		nodes = append(nodes, &fakeNode{router: r, remote: rem, http: hs})
 	}
 	for s := uint32(0); s < w.shards; s++ {
-		w.leaders[s] = w.nodes[int(s)%n]
+		w.leaders[s] = ids[int(s)%n]
 	}
 	return w, nodes
 }
@@ -119,52 +157,84 @@ func TestVectorsThroughEveryNode(t *testing.T) {
 	}
 }
 
-func TestForwardingWithoutHintsAndPaging(t *testing.T) {
-	w, nodes := newWorld(t, 3)
-	w.hints = false // the routers must find leaders by trying candidates
+// Requests for shards this node leads never leave it; the rest go through
+// the remote, once each when nothing fails.
+func TestLocalOrRemote(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	a := nodes[0]
 	ctx := context.Background()
-	a := nodes[0].router
-	for i := 0; i < 12; i++ {
-		user := "u" + string(rune('a'+i))
-		if _, err := a.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 10, ExpiresAt: 100}); err != nil {
+	var local, remote int
+	for i := 0; i < 20; i++ {
+		user := fmt.Sprintf("u%d", i)
+		if w.leaderOf(a.router.loc.ShardOf(user)) == "a" {
+			local++
+		} else {
+			remote++
+		}
+		if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 10, ExpiresAt: ledger.Never}); err != nil {
 			t.Fatal(err)
 		}
-		for j := 0; j < 5; j++ {
-			if _, err := a.Deduct(ctx, user, ledger.Deduction{ID: "d" + string(rune('0'+j)), Amount: 1, Timestamp: 10}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// Page through the events 2 at a time from another node.
-		var got []ledger.Event
-		from, skip := int64(0), 0
-		for pages := 0; ; pages++ {
-			p, err := nodes[1].router.History(ctx, user, from, 1000, skip, 2, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, p.Events...)
-			if !p.More {
-				break
-			}
-			from, skip = p.Next, p.NextSkip
-		}
-		if len(got) != 7 || got[0].Kind != ledger.KindGrant || got[6].Kind != ledger.KindExpiration || got[6].Amount != 5 {
-			t.Fatalf("%s: events %+v", user, got)
-		}
-		b, err := nodes[2].router.Balance(ctx, user, 50, false)
-		if err != nil || b.Balance != 5 || len(b.Grants) != 1 || b.Grants[0].ExpiresAt != 100 {
-			t.Fatalf("%s balance %+v %v", user, b, err)
+	}
+	if local == 0 || remote == 0 {
+		t.Fatalf("users: %d local, %d remote; want some of each", local, remote)
+	}
+	if got := a.remote.hops.Load(); got != int64(remote) {
+		t.Fatalf("%d hops for %d users led elsewhere", got, remote)
+	}
+}
+
+// Answers are final, not retried, and keep their details.
+func TestAnswersAreFinal(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	a := nodes[0]
+	ctx := context.Background()
+	user := ""
+	for i := 0; user == ""; i++ {
+		if u := fmt.Sprintf("u%d", i); w.leaderOf(a.router.loc.ShardOf(u)) == "b" {
+			user = u
 		}
 	}
-	// Answers are final, not retried: an insufficient deduction carries its
-	// details through the forward.
-	_, err := a.Deduct(ctx, "ua", ledger.Deduction{ID: "big", Amount: 50, Timestamp: 20})
+	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 5, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	hops := a.remote.hops.Load()
+	_, err := a.router.Deduct(ctx, user, ledger.Deduction{ID: "big", Amount: 50, Timestamp: 20})
 	var ie *ledger.InsufficientCreditsError
 	if !errors.As(err, &ie) || ie.DeductionID != "big" || ie.Shortfall != 45 {
-		t.Fatalf("insufficient through forward: %v", err)
+		t.Fatalf("insufficient: %v", err)
 	}
-	if _, err := a.Grant(ctx, "ua", ledger.Grant{ID: "g", Amount: 11, ExpiresAt: 100}); !errors.Is(err, ledger.ErrConflict) {
-		t.Fatalf("conflict through forward: %v", err)
+	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 6, ExpiresAt: ledger.Never}); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("conflict: %v", err)
+	}
+	if got := a.remote.hops.Load() - hops; got != 2 {
+		t.Fatalf("%d hops for two answers, want 2: answers are not retried", got)
+	}
+}
+
+// A write whose reply is lost is retried with the same id: it is applied
+// once, and the retry reports it as a duplicate.
+func TestIdsKeptAcrossRetries(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	a := nodes[0]
+	ctx := context.Background()
+	user := ""
+	for i := 0; user == ""; i++ {
+		if u := fmt.Sprintf("u%d", i); w.leaderOf(a.router.loc.ShardOf(u)) == "b" {
+			user = u
+		}
+	}
+	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 10, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	a.remote.fail.Store(2)
+	a.remote.lose.Store(1)
+	res, err := a.router.Deduct(ctx, user, ledger.Deduction{ID: "d", Amount: 3, Timestamp: 1})
+	if err != nil || !res.Duplicate {
+		t.Fatalf("deduct after two failed attempts and a lost reply: %+v %v; want the duplicate of the applied one", res, err)
+	}
+	b, err := a.router.Balance(ctx, user, 2, false)
+	if err != nil || b.Balance != 7 {
+		t.Fatalf("balance %+v %v, want 7: applied exactly once", b, err)
 	}
 }
 
@@ -177,9 +247,16 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 		w.leaders[s] = "nobody"
 	}
 	w.mu.Unlock()
+	start := time.Now()
 	_, err := nodes[0].router.Grant(context.Background(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
 	if !errors.Is(err, service.ErrUnavailable) {
 		t.Fatalf("got %v, want unavailable", err)
+	}
+	if el := time.Since(start); el < time.Second || el > 5*time.Second {
+		t.Fatalf("gave up after %v, want about the 2s deadline", el)
+	}
+	if hops := nodes[0].remote.hops.Load(); hops < 4 {
+		t.Fatalf("%d attempts in 2s: the router should retry with backoff", hops)
 	}
 	// Leadership appears during the retries: the request succeeds.
 	go func() {
@@ -192,5 +269,28 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 	}()
 	if _, err := nodes[0].router.Grant(context.Background(), "y", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
 		t.Fatalf("after a leader appeared: %v", err)
+	}
+}
+
+// An attempt that never answers ends at the routing deadline, as
+// unavailable (503), not as the caller's deadline.
+func TestHungAttemptIsUnavailable(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	w.mu.Lock()
+	for s := range w.leaders {
+		w.leaders[s] = "b"
+	}
+	w.mu.Unlock()
+	nodes[0].remote.hang.Store(true)
+	_, err := nodes[0].router.Grant(context.Background(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+	if service.ClassOf(err) != service.ClassUnavailable {
+		t.Fatalf("got %v, want unavailable", err)
+	}
+	// The caller's own, shorter deadline is the caller's.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = nodes[0].router.Grant(ctx, "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the caller's deadline", err)
 	}
 }

@@ -55,13 +55,18 @@ func nodeBinary(t *testing.T) string {
 // (gossip uses both). They are drawn below the kernel's ephemeral range, so
 // the ":0" listeners and outgoing connections of other tests running at the
 // same time cannot take them between this check and the node's bind.
+// The last is for raft, and the port after it, for actor traffic, is free
+// too.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ports []int
 	for len(ports) < n {
 		port := 20000 + rand.IntN(12000)
-		if slices.Contains(ports, port) {
+		if slices.Contains(ports, port) || slices.Contains(ports, port+1) || slices.Contains(ports, port-1) {
 			continue
+		}
+		if len(ports) == n-1 && !freeTCP(port+1) {
+			continue // the last port is raft's: the next one carries actor traffic
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
@@ -76,6 +81,15 @@ func freePorts(t *testing.T, n int) []int {
 		ports = append(ports, port)
 	}
 	return ports
+}
+
+func freeTCP(port int) bool {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 // proc is one ration-node process.
