@@ -5,7 +5,7 @@ BIN := bin
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-full fuzz vet lint generate bench clean chaos chaos-bin chaos-selftest
+.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint generate bench clean chaos chaos-bin chaos-selftest
 
 all: build
 
@@ -45,13 +45,20 @@ test-race:
 # The long suites -short trims: the full ledger suite, and the checks that
 # the committed generated code matches its .proto files.
 test-full:
-	$(GO) test -count=1 ./ledger/ ./api/... ./raftfsm/raftpb/
+	$(GO) test -count=1 ./ledger/ ./api/... ./raftfsm/raftpb/ ./cluster/actorcluster/actorpb/
+
+# Tests that run several protoactor remotes in one process skip under
+# -race (each remote's start writes gRPC's global logger, a race with the
+# gRPC already running there; cluster/actorcluster/DESIGN.md): run them
+# without it. Real processes (test/e2e) run them under -race.
+test-cluster:
+	$(GO) test -short -count=1 ./cluster/actorcluster/ ./node/
 
 fuzz:
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzLedger -fuzztime $(FUZZTIME)
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
-test: lint build test-race test-full fuzz
+test: lint build test-race test-cluster test-full fuzz
 
 # The chaos harness (test/chaos, docs/chaos.md): a 3-node and a 5-node run
 # of real nodes in network namespaces under a seeded fault schedule. Needs
@@ -71,7 +78,7 @@ chaos-selftest:
 	RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -timeout 30m ./test/chaos/selftest/
 
 generate:
-	$(GO) generate ./api/... ./raftfsm/...
+	$(GO) generate ./api/... ./raftfsm/... ./cluster/actorcluster/actorpb/
 
 bench:
 	$(GO) test ./ledger/ -run XXX -bench . -benchmem

@@ -499,6 +499,7 @@ func (c *checker) linkConfig(sts *appsv1.StatefulSet, ctr *corev1.Container, cfg
 		{"gossip", corev1.ProtocolTCP, cfg.GossipPort, "--gossip-port"},
 		{"gossip-udp", corev1.ProtocolUDP, cfg.GossipPort, "--gossip-port"},
 		{"raft", corev1.ProtocolTCP, cfg.RaftPort, "--raft-port"},
+		{"actor", corev1.ProtocolTCP, cfg.ActorPort(), "--raft-port + 1"},
 	} {
 		cp, ok := namedPort(ctr, p.name, p.proto)
 		switch {
@@ -689,7 +690,7 @@ func (c *checker) networkPolicies(sts *appsv1.StatefulSet, ctr *corev1.Container
 		c.addf("no NetworkPolicy selects the StatefulSet %s's pods", sts.Name)
 		return
 	}
-	for _, g := range []grant{{"gossip", "TCP"}, {"gossip-udp", "UDP"}, {"raft", "TCP"}, {"grpc", "TCP"}} {
+	for _, g := range []grant{{"gossip", "TCP"}, {"gossip-udp", "UDP"}, {"raft", "TCP"}, {"actor", "TCP"}, {"grpc", "TCP"}} {
 		if !peers[g] {
 			c.addf("NetworkPolicy: peers (pods matching %v) are not admitted on %s/%s", podLabels, g.port, g.proto)
 		}
