@@ -231,7 +231,9 @@ func (l *Lookup) failed(user string, pid *actor.PID, node string, err error) {
 	l.remove(user, pid)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.leader[shard] == node {
+	if l.leader[shard] == node && !errors.Is(err, ErrGone) {
+		// A stopped actor says nothing about its node's leadership: it
+		// passivated, and the node activates a fresh one when asked.
 		delete(l.leader, shard)
 	}
 	if errors.Is(err, ErrUnreachable) && node != l.self {
