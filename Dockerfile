@@ -24,8 +24,8 @@ USER 65532:65532
 VOLUME ["/data"]
 WORKDIR /data
 
-# http, grpc, gossip (tcp and udp), raft and node-to-node traffic.
-EXPOSE 8080/tcp 9090/tcp 7946/tcp 7946/udp 7000/tcp
+# http, grpc, gossip (tcp and udp), raft, and node-to-node actor traffic.
+EXPOSE 8080/tcp 9090/tcp 7946/tcp 7946/udp 7000/tcp 7001/tcp
 
 # The node's default --data-dir is ./data, relative to the working
 # directory; /data is the working directory, so even without --data-dir the

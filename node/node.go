@@ -100,7 +100,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	go func() { _ = n.mux.Serve() }()
 	cleanup = append(cleanup, func() { _ = n.mux.Close() })
 
-	n.sys = actors.NewSystem(logger.With("component", "actors"))
+	n.sys = actors.NewSystem(logger)
 	cleanup = append(cleanup, n.stopSystem)
 
 	var hosted []uint32
@@ -219,8 +219,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	if clustered(n) {
 		n.startRebalancer()
 	}
+	actorAddr := ""
+	if n.actors != nil {
+		actorAddr = n.actors.Address()
+	}
 	logger.Info("node started", "node_id", cfg.NodeID, "http", n.httpLn.Addr().String(),
-		"grpc", n.grpcLn.Addr().String(), "raft", raftLn.Addr().String(), "shards", cfg.Shards, "data_dir", cfg.DataDir)
+		"grpc", n.grpcLn.Addr().String(), "raft", raftLn.Addr().String(), "actors", actorAddr,
+		"shards", cfg.Shards, "data_dir", cfg.DataDir)
 	return n, nil
 }
 
