@@ -64,12 +64,16 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 	var zero T
 	shard := r.loc.ShardOf(user)
 	deadline := time.Now().Add(r.opts.Deadline)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+	// The remote's attempts end with the deadline too: the caller's, or
+	// the routing deadline when that is sooner.
+	rctx := ctx
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
 		deadline = d
+	} else {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
-	// The remote's attempts end with the deadline too.
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	var lastErr error = errNoRoute
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
