@@ -169,6 +169,13 @@ type testNode struct {
 // other node's actor would be wrong.
 func startNodes(t *testing.T, w *world, n int) []*testNode {
 	t.Helper()
+	return startNodesWith(t, w, n, func(s Server) actors.RemoteHandler { return s })
+}
+
+// startNodesWith starts nodes whose actors serve envelopes through
+// handler(Server).
+func startNodesWith(t *testing.T, w *world, n int, handler func(Server) actors.RemoteHandler) []*testNode {
+	t.Helper()
 	skipUnderRace(t)
 	var nodes []*testNode
 	for i := range n {
@@ -176,7 +183,7 @@ func startNodes(t *testing.T, w *world, n int) []*testNode {
 		tn := &testNode{id: id, rep: actorstest.NewReplica(w.shards)}
 		loc := locator{w: w, self: id, rep: tn.rep}
 		tn.sys = actors.NewSystem(nil)
-		tn.dir = actors.New(tn.rep, actors.Options{System: tn.sys, IdleTimeout: time.Minute, Remote: Server{Locator: loc}})
+		tn.dir = actors.New(tn.rep, actors.Options{System: tn.sys, IdleTimeout: time.Minute, Remote: handler(Server{Locator: loc})})
 		c, err := Start(Config{
 			NodeID: id, System: tn.sys, BindHost: "127.0.0.1", Port: 0,
 			Members: w, Locator: loc, Directory: tn.dir,
@@ -344,6 +351,58 @@ func TestLookupFollowsLeadership(t *testing.T) {
 	a.c.lookup.mu.Unlock()
 	if cached {
 		t.Fatal("RemovePid left the entry")
+	}
+}
+
+// hanging serves every envelope only once released.
+type hanging struct {
+	Server
+	release chan struct{}
+}
+
+func (h hanging) ServeRemote(user string, msg any, l actors.Local) any {
+	<-h.release
+	return h.Server.ServeRemote(user, msg, l)
+}
+
+// A request in flight to a node whose connection breaks fails at once as
+// unreachable, not after its timeout, and the node is passed over.
+func TestLostConnectionFailsInFlightRequests(t *testing.T) {
+	w := newWorld(2)
+	release := make(chan struct{})
+	defer close(release)
+	nodes := startNodesWith(t, w, 2, func(s Server) actors.RemoteHandler { return hanging{s, release} })
+	a, b := nodes[0], nodes[1]
+	user := userOn(t, w, b.rep, "b")
+	// Activation goes through b's directory actor, which does not hang.
+	if pid := a.c.Protoactor().Get(user, Kind); pid == nil {
+		t.Fatal("no actor at b")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.c.Grant(context.Background(), user, ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+		errc <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the request is at b's actor now
+	start := time.Now()
+	b.c.pc.Remote.Shutdown(false) // b's connections break, as when its process dies
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrUnreachable) || !errors.Is(err, service.ErrUnavailable) {
+			t.Fatalf("in-flight request: %v, want a retryable unreachable", err)
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("failed %v after the connection broke: it waited for its timeout", el)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-flight request did not fail")
+	}
+	a.c.lookup.mu.Lock()
+	_, cached := a.c.lookup.pids[user]
+	_, avoided := a.c.lookup.avoid["b"]
+	a.c.lookup.mu.Unlock()
+	if cached || !avoided {
+		t.Fatalf("after the loss: PID cached %v, b passed over %v; want false, true", cached, avoided)
 	}
 }
 
