@@ -44,9 +44,13 @@ type Config struct {
 	Logger    *slog.Logger
 
 	// AttemptTimeout bounds one request to a user's actor on another node
-	// (default 3s); the router retries within its own deadline.
+	// (default 5s); the router retries within its own deadline. A lost
+	// connection ends the attempt at once; this is for a node that holds
+	// its connections but does not answer.
 	AttemptTimeout time.Duration
-	// ActivateTimeout bounds one question to a directory actor (default 1s).
+	// ActivateTimeout bounds one question to a directory actor (default
+	// 2s). A healthy node answers in milliseconds; a starved one (under
+	// the race detector, on a shared machine) can take a second.
 	ActivateTimeout time.Duration
 	// AvoidFor is how long a node whose connection was lost is passed over
 	// when looking for a shard's leader (default 1s).
@@ -87,10 +91,10 @@ func Start(cfg Config) (c *Cluster, err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 3 * time.Second
+		cfg.AttemptTimeout = 5 * time.Second
 	}
 	if cfg.ActivateTimeout <= 0 {
-		cfg.ActivateTimeout = time.Second
+		cfg.ActivateTimeout = 2 * time.Second
 	}
 	if cfg.AvoidFor <= 0 {
 		cfg.AvoidFor = time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -272,28 +273,35 @@ func (l *Lookup) resolve(ctx context.Context, user string) (*actor.PID, string, 
 
 	asked := map[string]bool{l.self: true} // this node does not lead it
 	var hint string
-	var lastErr error = ErrNoLeader
+	var trail []string // what each node said, for the error
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, "", err
 		}
 		node := l.next(shard, hint, asked)
 		if node == "" {
-			return nil, "", fmt.Errorf("%w %d (last: %v): %w", ErrNoLeader, shard, lastErr, service.ErrUnavailable)
+			if len(trail) == 0 {
+				trail = append(trail, "no node to ask")
+			}
+			return nil, "", fmt.Errorf("%w %d (%s): %w", ErrNoLeader, shard, strings.Join(trail, "; "), service.ErrUnavailable)
 		}
 		asked[node] = true
 		hint = ""
 		rep, err := l.ask(ctx, node, user)
 		if err != nil {
-			// A directory actor answers at once: one that does not is
-			// dead, cut off or swamped, and passed over for a moment.
-			lastErr = err
+			// A node whose connection is lost, or that is stopping, is
+			// passed over for a moment. One that is only slow is not: it
+			// may be the leader, merely swamped, and the next attempt asks
+			// it again.
+			trail = append(trail, node+": "+err.Error())
 			l.failed(user, nil, node, err)
-			l.pass(node)
+			if errors.Is(err, ErrUnreachable) || errors.Is(err, ErrGone) {
+				l.pass(node)
+			}
 			continue
 		}
 		if rep.GetError().GetCode() == actorpb.Code_CODE_NOT_LEADER {
-			lastErr = replyErr(rep)
+			trail = append(trail, fmt.Sprintf("%s: not the leader (hint %q)", node, rep.GetLeaderHint()))
 			l.notLeader(user, nil, node, rep.GetLeaderHint())
 			hint = rep.GetLeaderHint()
 			continue
@@ -304,7 +312,7 @@ func (l *Lookup) resolve(ctx context.Context, user string) (*actor.PID, string, 
 			return nil, node, err
 		}
 		if rep.GetPidAddress() == "" || rep.GetPidId() == "" {
-			lastErr = fmt.Errorf("actorcluster: %s activated %s without a PID", node, user)
+			trail = append(trail, node+": activated without a PID")
 			continue
 		}
 		pid := actor.NewPID(rep.GetPidAddress(), rep.GetPidId())
