@@ -79,11 +79,13 @@ type Cluster struct {
 	lookup   *Lookup
 	provider *Provider
 	calls    *caller
+	// startDone is closed when protoactor's StartMember has returned.
+	startDone chan struct{}
 }
 
 // Start joins the actor cluster: protoactor remote listens, the provider
 // publishes the membership view, and the directory actor serves.
-func Start(cfg Config) (c *Cluster, err error) {
+func Start(cfg Config) (*Cluster, error) {
 	if cfg.System == nil || cfg.Members == nil || cfg.Locator == nil || cfg.Directory == nil {
 		return nil, errors.New("actorcluster: System, Members, Locator and Directory are required")
 	}
@@ -99,7 +101,7 @@ func Start(cfg Config) (c *Cluster, err error) {
 	if cfg.AvoidFor <= 0 {
 		cfg.AvoidFor = time.Second
 	}
-	c = &Cluster{cfg: cfg, calls: newCaller(cfg.System)}
+	c := &Cluster{cfg: cfg, calls: newCaller(cfg.System)}
 	c.provider = NewProvider(cfg.Members, cfg.Logger)
 	c.lookup = newLookup(&c.cfg, c.calls)
 
@@ -115,15 +117,35 @@ func Start(cfg Config) (c *Cluster, err error) {
 	cc := cluster.Configure("ration", c.provider, c.lookup, rc, cluster.WithHeartbeatExpiration(HeartbeatExpiration))
 	cc.GossipInterval = gossipInterval
 
-	// protoactor reports failures to start (a port in use, a provider
-	// error) by panicking.
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("actorcluster: start on %s: %v", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.Port)), r)
-		}
-	}()
+	// protoactor's StartMember starts the remote, sets up the lookup,
+	// starts gossip and the provider, and then sleeps a fixed second. Only
+	// the first two matter before the node goes on: the lookup's Setup
+	// says when they are done, and the rest, sleep included, finishes in
+	// the background. A node that waited out the sleep before forming its
+	// shards would reach formation after its peers had formed them, and
+	// join by rebalancing instead. protoactor reports failures to start (a
+	// port in use) by panicking.
 	c.pc = cluster.New(cfg.System, cc)
-	c.pc.StartMember()
+	ready := make(chan error, 1)
+	c.lookup.onSetup = func() { ready <- nil }
+	c.startDone = make(chan struct{})
+	go func() {
+		defer close(c.startDone)
+		defer func() {
+			if r := recover(); r != nil {
+				err := fmt.Errorf("actorcluster: start on %s: %v", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.Port)), r)
+				select {
+				case ready <- err:
+				default: // after Setup: the remote serves, protoactor's extras failed
+					cfg.Logger.Error("actor cluster start", "err", err)
+				}
+			}
+		}()
+		c.pc.StartMember()
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
 	cfg.Logger.Info("actor cluster started", "address", cfg.System.Address(), "member_id", cfg.System.ID)
 	return c, nil
 }
@@ -148,6 +170,7 @@ func (c *Cluster) Protoactor() *cluster.Cluster { return c.pc }
 // it waits up to 10s for the peers' streams to end, and races with its
 // own endpoint readers.
 func (c *Cluster) Shutdown() {
+	<-c.startDone
 	c.lookup.Shutdown()
 	_ = c.provider.Shutdown(false)
 	c.pc.Gossip.Shutdown()

@@ -68,9 +68,10 @@ type Lookup struct {
 	askTimeout time.Duration
 	avoidFor   time.Duration
 
-	cl     *cluster.Cluster // from Setup
-	dirPID *actor.PID
-	subs   []*eventstream.Subscription
+	cl      *cluster.Cluster // from Setup
+	dirPID  *actor.PID
+	subs    []*eventstream.Subscription
+	onSetup func() // called at the end of Setup: the remote listens
 
 	mu     sync.Mutex
 	pids   map[string]entry     // by user
@@ -124,6 +125,9 @@ func (l *Lookup) Setup(c *cluster.Cluster, _ []string, isClient bool) {
 			}
 		}
 	}))
+	if l.onSetup != nil {
+		l.onSetup()
+	}
 }
 
 // Shutdown stops the directory actor and the subscriptions.
