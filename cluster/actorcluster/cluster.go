@@ -14,6 +14,7 @@ import (
 	"math"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -127,18 +128,23 @@ func Start(cfg Config) (*Cluster, error) {
 	// port in use) by panicking.
 	c.pc = cluster.New(cfg.System, cc)
 	ready := make(chan error, 1)
-	c.lookup.onSetup = func() { ready <- nil }
+	var setUp atomic.Bool
+	c.lookup.onSetup = func() {
+		setUp.Store(true)
+		ready <- nil
+	}
 	c.startDone = make(chan struct{})
 	go func() {
 		defer close(c.startDone)
 		defer func() {
 			if r := recover(); r != nil {
 				err := fmt.Errorf("actorcluster: start on %s: %v", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.Port)), r)
-				select {
-				case ready <- err:
-				default: // after Setup: the remote serves, protoactor's extras failed
+				if setUp.Load() {
+					// The remote serves; one of protoactor's extras failed.
 					cfg.Logger.Error("actor cluster start", "err", err)
+					return
 				}
+				ready <- err
 			}
 		}()
 		c.pc.StartMember()

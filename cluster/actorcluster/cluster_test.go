@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -534,5 +536,26 @@ func skipUnderRace(t *testing.T) {
 	t.Helper()
 	if raceEnabled {
 		t.Skip("several protoactor remotes in one process race on gRPC's global logger; run without -race (make test-cluster)")
+	}
+}
+
+// protoactor reports a port in use by panicking; Start reports an error.
+func TestStartOnAPortInUse(t *testing.T) {
+	skipUnderRace(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w := newWorld(1)
+	rep := actorstest.NewReplica(1)
+	sys := actors.NewSystem(nil)
+	defer sys.Shutdown()
+	dir := actors.New(rep, actors.Options{System: sys})
+	defer func() { _ = dir.Shutdown(context.Background()) }()
+	_, err = Start(Config{NodeID: "a", System: sys, BindHost: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port,
+		Members: w, Locator: locator{w: w, self: "a", rep: rep}, Directory: dir})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start on a port in use: %v, want an error", err)
 	}
 }
