@@ -55,10 +55,11 @@ type Injector struct {
 	// step picks.
 	Shards   int
 	HotShard func() (uint32, bool)
-	// GossipPort and RaftPort are the ports the gossip and raft
-	// partitions cut.
-	GossipPort, RaftPort int
-	Logger               *slog.Logger
+	// GossipPort is the port the gossip partition cuts. RaftPort and
+	// ActorPort (protoactor remote, the forwarding hop) are the node to
+	// node data plane, which the raft partition cuts.
+	GossipPort, RaftPort, ActorPort int
+	Logger                          *slog.Logger
 
 	mu      sync.Mutex
 	records []Record
@@ -178,7 +179,10 @@ func (in *Injector) apply(ctx context.Context, st Step, rec *Record) (heal func(
 			how += "; gossip cut, raft up"
 		case PartitionRaft:
 			ports = []netns.Port{netns.TCP(in.RaftPort)}
-			how += "; raft cut, gossip up"
+			if in.ActorPort != 0 {
+				ports = append(ports, netns.TCP(in.ActorPort))
+			}
+			how += "; raft and actor ports cut, gossip up"
 		}
 		rec.Target, rec.Detail = in.Cluster.ID(i), how
 		err := in.Net.Partition(ctx, func(a, b int) bool { return a != i && b != i }, ports...)

@@ -123,7 +123,7 @@ func running(f *fakeCluster) {
 }
 
 func injector(n *fakeNet, c *fakeCluster) *Injector {
-	return &Injector{Net: n, Cluster: c, Shards: 8, HotShard: func() (uint32, bool) { return 5, true }, GossipPort: 7946, RaftPort: 7000}
+	return &Injector{Net: n, Cluster: c, Shards: 8, HotShard: func() (uint32, bool) { return 5, true }, GossipPort: 7946, RaftPort: 7000, ActorPort: 7001}
 }
 
 const hold = 20 * time.Millisecond
@@ -163,7 +163,7 @@ func maps(m map[[2]int][]netns.Port) map[[2]int][]netns.Port {
 func TestPortPartitionsCutOnlyTheirPorts(t *testing.T) {
 	for kind, want := range map[Kind][]netns.Port{
 		PartitionGossip: {netns.TCP(7946), netns.UDP(7946)},
-		PartitionRaft:   {netns.TCP(7000)},
+		PartitionRaft:   {netns.TCP(7000), netns.TCP(7001)},
 		PartitionOne:    nil,
 	} {
 		net, cl := newFakes(3, 2)

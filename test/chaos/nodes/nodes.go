@@ -35,6 +35,9 @@ const (
 	GRPCPort   = 9090
 	GossipPort = 7946
 	RaftPort   = 7000
+	// ActorPort is not a flag: a node's protoactor remote listens on
+	// --raft-port + 1.
+	ActorPort = RaftPort + 1
 )
 
 // Config describes the cluster.

@@ -151,7 +151,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 	inj := &faults.Injector{
 		Net: net, Cluster: cluster, Shards: o.shards,
 		HotShard:   hotShard(wcfg.UserPrefix, o.hot, o.shards),
-		GossipPort: nodes.GossipPort, RaftPort: nodes.RaftPort, Logger: log,
+		GossipPort: nodes.GossipPort, RaftPort: nodes.RaftPort, ActorPort: nodes.ActorPort, Logger: log,
 	}
 	log.Info("faults start", "steps", len(steps), "kinds", len(kinds), "duration", o.duration)
 	_ = inj.Run(ctx, started, steps)
