@@ -251,7 +251,7 @@ func (g *group) confirmLeadership(gen uint64) {
 			return
 		}
 		f := g.raft.Apply(raftfsm.EncodeNoop(), 0)
-		err := f.Error()
+		err := awaitUntil(f, g.stopCh)
 		if err == nil {
 			g.mu.Lock()
 			if g.gen == gen {
@@ -276,6 +276,20 @@ func (g *group) confirmLeadership(gen uint64) {
 		case <-g.h.closing:
 			return
 		}
+	}
+}
+
+// awaitUntil waits for f, or until stop closes: raft does not answer
+// every future at shutdown (Host.shutdown), so a wait that may outlive
+// raft must not rest on f alone.
+func awaitUntil(f raft.Future, stop <-chan struct{}) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-stop:
+		return raft.ErrRaftShutdown
 	}
 }
 

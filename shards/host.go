@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -274,17 +275,52 @@ wait:
 	wg.Wait()
 	errs = append(errs, closeErrs...)
 
-	// With raft down every future has resolved, so these end now.
-	for _, g := range hosted {
-		<-g.pipelineDone
+	// With raft down nearly every future has resolved, so these end now.
+	// Not all: raft v1.7.3's FSM goroutine returns at shutdown without
+	// answering batches still queued for it (fsmMutateCh), and a completer
+	// or leadership confirmation waiting on one would wait forever. Their
+	// callers have contexts of their own; give stragglers a moment, then
+	// leave them.
+	if n := h.awaitStragglers(ctx, hosted, stragglerGrace); n > 0 {
+		h.log.Warn("shutdown: raft left futures unanswered; abandoning their waiters", "waiters", n)
+		errs = append(errs, fmt.Errorf("shards: shutdown: %d waiters on futures raft never answered", n))
 	}
-	h.wg.Wait()
 	h.events.close()
 	h.changed.notify()
 	if h.prom != nil {
 		h.prom.unregister()
 	}
 	return errors.Join(errs...)
+}
+
+// stragglerGrace bounds the wait for goroutines waiting on raft futures
+// once every raft has shut down: what raft answers, it answers at once.
+const stragglerGrace = 2 * time.Second
+
+// awaitStragglers waits for the groups' completers and the host's
+// goroutines until grace passes or ctx ends, and returns how many of them
+// it left waiting.
+func (h *Host) awaitStragglers(ctx context.Context, hosted []*group, grace time.Duration) int {
+	var pending atomic.Int64
+	done := make(chan struct{})
+	var all sync.WaitGroup
+	for _, g := range hosted {
+		pending.Add(1)
+		all.Go(func() { <-g.pipelineDone; pending.Add(-1) })
+	}
+	pending.Add(1)
+	all.Go(func() { h.wg.Wait(); pending.Add(-1) })
+	go func() { all.Wait(); close(done) }()
+
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return 0
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return int(pending.Load())
 }
 
 func (h *Host) isClosing() bool {

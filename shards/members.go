@@ -86,7 +86,12 @@ func (h *Host) RemoveGroup(ctx context.Context, shard uint32) error {
 	case <-ctx.Done():
 	}
 	errs := []error{g.close()}
-	<-g.pipelineDone
+	select {
+	case <-g.pipelineDone:
+	case <-time.After(stragglerGrace):
+		// See Host.shutdown: raft may leave a future unanswered.
+		h.log.Warn("remove group: raft left a future unanswered; abandoning the completer", "shard", shard)
+	}
 	g.mu.Lock()
 	g.gen++ // ends a pending confirmLeadership
 	if g.announced {
