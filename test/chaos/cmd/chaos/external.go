@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -50,15 +49,13 @@ func runExternal(ctx context.Context, o options, log *slog.Logger) (string, int,
 	// Users carry the start time too: a deployment outlives runs, and a
 	// second run with the same seed must not find the first one's ids.
 	prefix := fmt.Sprintf("u-%d-%d-", o.seed, time.Now().Unix())
-	wctx, stopWorkload := context.WithCancel(ctx)
-	defer stopWorkload()
 	wcfg := workload.Config{
 		Seed: o.seed, Clients: o.clients, Users: o.users, HotUsers: o.hot,
 		Endpoints: o.endpoints, Resend: o.resend, UserPrefix: prefix, Now: time.Now, Logger: log,
 	}
-	workloadDone := make(chan error, 1)
 	started := time.Now()
-	go func() { workloadDone <- workload.Run(wctx, wcfg, rec) }()
+	wl := startWorkload(ctx, wcfg, rec)
+	defer wl.cancel()
 	log.Info("workload running: inject faults now, and heal them before the end", "for", o.duration)
 	sleepCtx(ctx, o.duration)
 	if ctx.Err() != nil {
@@ -72,16 +69,7 @@ func runExternal(ctx context.Context, o options, log *slog.Logger) (string, int,
 		return "", exitHarness, err
 	}
 	sleepCtx(ctx, time.Until(healed.Add(tail)))
-	stopWorkload()
-	var notes []string
-	select {
-	case err := <-workloadDone:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			notes = append(notes, "workload: "+err.Error())
-		}
-	case <-time.After(workloadStop):
-		notes = append(notes, fmt.Sprintf("workload did not stop within %v", workloadStop))
-	}
+	notes := wl.stop()
 	stopped := time.Now()
 	if err := rec.Close(); err != nil {
 		log.Warn("closing the history", "err", err)

@@ -132,16 +132,14 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 	}()
 
 	// Workload.
-	wctx, stopWorkload := context.WithCancel(ctx)
-	defer stopWorkload()
 	wcfg := workload.Config{
 		Seed: o.seed, Clients: o.clients, Users: o.users, HotUsers: o.hot,
 		Endpoints: cluster.Endpoints(), Resend: o.resend,
 		UserPrefix: fmt.Sprintf("u-%d-", o.seed), Now: time.Now, Logger: log,
 	}
-	workloadDone := make(chan error, 1)
 	started := time.Now()
-	go func() { workloadDone <- workload.Run(wctx, wcfg, rec) }()
+	wl := startWorkload(ctx, wcfg, rec)
+	defer wl.cancel()
 
 	// Faults.
 	steps := faults.Schedule(o.seed, o.nodes, kinds, o.duration)
@@ -173,15 +171,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 		return "", exitHarness, err
 	}
 	sleepCtx(ctx, time.Until(healed.Add(tail)))
-	stopWorkload()
-	select {
-	case err := <-workloadDone:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			notes = append(notes, "workload: "+err.Error())
-		}
-	case <-time.After(workloadStop):
-		notes = append(notes, fmt.Sprintf("workload did not stop within %v", workloadStop))
-	}
+	notes = append(notes, wl.stop()...)
 	stopped := time.Now()
 	if err := rec.Close(); err != nil {
 		log.Warn("closing the history", "err", err)
@@ -456,5 +446,33 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// runningWorkload is a workload started in the background.
+type runningWorkload struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startWorkload(ctx context.Context, cfg workload.Config, rec *history.Recorder) *runningWorkload {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &runningWorkload{cancel: cancel, done: make(chan error, 1)}
+	go func() { w.done <- workload.Run(wctx, cfg, rec) }()
+	return w
+}
+
+// stop ends the workload and waits for its in-flight calls to give up, at
+// most workloadStop; it returns notes for the report on anything odd.
+func (w *runningWorkload) stop() []string {
+	w.cancel()
+	select {
+	case err := <-w.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return []string{"workload: " + err.Error()}
+		}
+		return nil
+	case <-time.After(workloadStop):
+		return []string{fmt.Sprintf("workload did not stop within %v", workloadStop)}
 	}
 }
