@@ -102,6 +102,26 @@ func TestHappyPath(t *testing.T) {
 	}
 }
 
+// Status carries each shard's target replica set; a node that places
+// nothing reports none.
+func TestStatusTarget(t *testing.T) {
+	srv, c := setup(t)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil || len(st.Shards) != 1 || st.Shards[0].Target != nil {
+		t.Fatalf("Status = %+v, %v; want one shard without a target", st, err)
+	}
+	srv.SetStatus(func(r *rationv1.StatusResponse) {
+		r.Shards[0].Replicas = []string{"fake-1", "n2"}
+		r.Shards[0].Target = []string{"n2", "n3"}
+	})
+	st, err = c.Status(ctx)
+	if err != nil || len(st.Shards) != 1 || strings.Join(st.Shards[0].Target, ",") != "n2,n3" ||
+		strings.Join(st.Shards[0].Replicas, ",") != "fake-1,n2" {
+		t.Fatalf("Status = %+v, %v; want target n2,n3", st, err)
+	}
+}
+
 func TestEventsPaging(t *testing.T) {
 	_, c := setup(t)
 	ctx := context.Background()

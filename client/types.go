@@ -175,6 +175,12 @@ type Shard struct {
 	CommitIndex uint64
 	State       string
 	Users       uint64
+	// Target is the replica set placement wants for the shard, given the
+	// answering node's membership view, preferred leader first. Replicas
+	// differing from it (or a target member not yet in Voters) is a move in
+	// progress. Empty when unknown, e.g. on a single node without
+	// clustering.
+	Target []string
 }
 
 // Int64 returns a pointer to v, for the optional fields.
@@ -275,7 +281,7 @@ func clusterStatus(r *rationv1.StatusResponse) ClusterStatus {
 		s.Shards = append(s.Shards, Shard{
 			ID: sh.GetId(), Leader: sh.GetLeader(), Replicas: sh.GetReplicas(), Voters: sh.GetVoters(),
 			AppliedIndex: sh.GetAppliedIndex(), CommitIndex: sh.GetCommitIndex(), StateHash: sh.GetStateHash(),
-			State: sh.GetState(), Users: sh.GetUsers(),
+			State: sh.GetState(), Users: sh.GetUsers(), Target: sh.GetTarget(),
 		})
 	}
 	return s

@@ -246,6 +246,25 @@ func placed(ms []*member, alive []string) (bool, string) {
 	return true, ""
 }
 
+// targeted reports whether every member's Admin.Status gives each shard
+// it hosts the target replica set placement computes over alive.
+func targeted(ms []*member, alive []string) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range ms {
+		st, err := m.c.Status(ctx)
+		if err != nil {
+			return false, fmt.Sprintf("status of %s: %v", m.id, err)
+		}
+		for _, s := range st.Shards {
+			if want := placement.ReplicaSet(s.ID, alive, testReplicas); !slices.Equal(s.Target, want) {
+				return false, fmt.Sprintf("%s: shard %d: target %v, placement %v", m.id, s.ID, s.Target, want)
+			}
+		}
+	}
+	return true, ""
+}
+
 // ledgerState is what a test wrote: user → expected balance.
 type ledgerState map[string]int64
 
@@ -321,6 +340,7 @@ func TestInProcessCluster(t *testing.T) {
 	// Placement: with three nodes and three replicas, every node holds
 	// every shard.
 	waitFor(t, 10*time.Second, "placement of 3 nodes", func() (bool, string) { return placed(ms, ids(ms)) })
+	waitFor(t, 10*time.Second, "status targets of 3 nodes", func() (bool, string) { return targeted(ms, ids(ms)) })
 
 	// Routing: writes through every node, reads through every node.
 	want := ledgerState{}
@@ -355,6 +375,7 @@ func TestInProcessCluster(t *testing.T) {
 	if len(n4.n.Host().Hosted()) == 0 {
 		t.Fatal("n4 hosts no shard")
 	}
+	waitFor(t, 10*time.Second, "status targets of 4 nodes", func() (bool, string) { return targeted(ms, ids(ms)) })
 	write(t, ms, want, "r3", 24)
 	check(t, ms, want)
 	waitFor(t, 10*time.Second, "replicas converged after the join", func() (bool, string) { return converged(ms) })
@@ -364,6 +385,7 @@ func TestInProcessCluster(t *testing.T) {
 	ms[0].stop(t)
 	rest := ms[1:]
 	waitFor(t, 60*time.Second, "placement after n1 left", func() (bool, string) { return placed(rest, ids(rest)) })
+	waitFor(t, 10*time.Second, "status targets after n1 left", func() (bool, string) { return targeted(rest, ids(rest)) })
 	check(t, rest, want)
 	write(t, rest, want, "r4", 24)
 	check(t, rest, want)

@@ -205,6 +205,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	}
 	n.httpSrv.Handler = chaosRoutes(n.httpSrv.Handler)
 
+	if clustered(n) {
+		n.newRebalancer()
+	}
 	go func() {
 		if err := n.grpcSrv.Serve(n.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			logger.Error("grpc server", "err", err)
@@ -322,17 +325,28 @@ func (n *Node) status(ctx context.Context, req *rationv1.StatusRequest) (*ration
 		if fsm == nil { // removed since Status
 			continue
 		}
-		hash := fsm.StateHash()
+		var hash []byte
+		if req.GetIncludeStateHash() {
+			h := fsm.StateHash()
+			hash = h[:]
+		}
 		state := s.State
 		// A shard led here that rebalancing is moving says so; a replica
 		// being added shows in Replicas and not yet in Voters.
 		if n.rebalancer != nil && n.rebalancer.Moving(s.Shard) {
 			state += " (moving)"
 		}
+		// Where placement wants the shard, as the rebalancer last computed
+		// it; none on a single node, which places nothing.
+		var target []string
+		if n.rebalancer != nil {
+			target = n.rebalancer.Target(s.Shard)
+		}
 		res.Shards = append(res.Shards, &rationv1.Shard{
-			StateHash: hash[:],
+			StateHash: hash,
 			Id:        s.Shard, Leader: s.LeaderID, Replicas: s.Replicas, Voters: s.Voters,
 			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: state, Users: uint64(s.Users),
+			Target: target,
 		})
 	}
 	return res, nil

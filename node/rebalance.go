@@ -85,7 +85,9 @@ func (n *Node) othersHostShards(ctx context.Context, members []membership.Member
 	return false
 }
 
-func (n *Node) startRebalancer() {
+// newRebalancer builds the reconciler before the APIs serve, so status
+// never reads the field while it is being set; startRebalancer runs it.
+func (n *Node) newRebalancer() {
 	n.rebalancer = rebalance.New(rebalance.Config{
 		Host:         n.host,
 		Members:      n.members,
@@ -95,5 +97,6 @@ func (n *Node) startRebalancer() {
 		Logger:       n.log,
 		Registerer:   n.reg,
 	})
-	n.rebalancer.Start()
 }
+
+func (n *Node) startRebalancer() { n.rebalancer.Start() }

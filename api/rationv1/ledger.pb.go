@@ -1715,7 +1715,15 @@ type Shard struct {
 	// applied_index. Replicas that applied the same index have the same hash;
 	// comparing them checks that no replica diverged. Set only when the
 	// request asks for it (include_state_hash).
-	StateHash     []byte `protobuf:"bytes,9,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHash []byte `protobuf:"bytes,9,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// The node ids placement wants holding the shard's replicas, given the
+	// answering node's membership view (as of its rebalancer's latest pass),
+	// preferred leader first. Rebalancing moves replicas until replicas
+	// equals this set, every member a voter; a difference is a move in
+	// progress (or waiting, e.g. for a dead member's grace period). Empty
+	// when unknown: a single node without clustering, which places nothing,
+	// or a node whose rebalancer has not run yet.
+	Target        []string `protobuf:"bytes,10,rep,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1809,6 +1817,13 @@ func (x *Shard) GetUsers() uint64 {
 func (x *Shard) GetStateHash() []byte {
 	if x != nil {
 		return x.StateHash
+	}
+	return nil
+}
+
+func (x *Shard) GetTarget() []string {
+	if x != nil {
+		return x.Target
 	}
 	return nil
 }
@@ -1923,7 +1938,7 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"\xf6\x01\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\"\x8e\x02\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1a\n" +
@@ -1934,7 +1949,9 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\x05state\x18\a \x01(\tR\x05state\x12\x14\n" +
 	"\x05users\x18\b \x01(\x04R\x05users\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\t \x01(\fR\tstateHash*r\n" +
+	"state_hash\x18\t \x01(\fR\tstateHash\x12\x16\n" +
+	"\x06target\x18\n" +
+	" \x03(\tR\x06target*r\n" +
 	"\x0fReadConsistency\x12 \n" +
 	"\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x01\x12\x1a\n" +

@@ -56,6 +56,8 @@ type Server struct {
 	failCode   codes.Code
 	dropNext   int
 	userFaults map[string]int
+	// editStatus, if set, changes every Status response (SetStatus).
+	editStatus func(*rationv1.StatusResponse)
 
 	gs   *grpc.Server
 	lis  net.Listener
@@ -205,6 +207,18 @@ func (s *Server) FailUser(user string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.userFaults[user] = n
+}
+
+// SetStatus makes edit change every Status response before it is sent,
+// so that the fake can describe a cluster it is not: more nodes, shards
+// led elsewhere, replicas being moved. edit gets the fake's own answer (one
+// node, one shard it leads) and may change or replace any of it; it may
+// call the server's methods (Addr). A nil edit restores the fake's own
+// answer.
+func (s *Server) SetStatus(edit func(*rationv1.StatusResponse)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.editStatus = edit
 }
 
 // Calls is how many calls of method ("Grant", "Batch", "Status", ...) the
@@ -604,19 +618,26 @@ func (s *Server) Batch(_ context.Context, r *rationv1.BatchRequest) (*rationv1.B
 }
 
 // Status implements rationv1.AdminServer, without faults: a one-node
-// cluster with one shard that this node leads.
+// cluster with one shard that this node leads, as a single node without
+// clustering reports it (no target), unless SetStatus changes it.
 func (s *Server) Status(context.Context, *rationv1.StatusRequest) (*rationv1.StatusResponse, error) {
 	addr := s.Addr()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &rationv1.StatusResponse{
+	resp := &rationv1.StatusResponse{
 		NodeId: s.nodeID,
 		Nodes:  []*rationv1.Node{{Id: s.nodeID, GrpcAddr: addr, State: "alive"}},
 		Shards: []*rationv1.Shard{{
 			Id: 0, Leader: s.nodeID, Replicas: []string{s.nodeID}, Voters: []string{s.nodeID},
 			AppliedIndex: s.applied, CommitIndex: s.applied, State: "Leader", Users: uint64(len(s.ledgers)),
 		}},
-	}, nil
+	}
+	edit := s.editStatus
+	s.mu.Unlock()
+	// Outside the lock: edit may call the server's methods.
+	if edit != nil {
+		edit(resp)
+	}
+	return resp, nil
 }
 
 // toStatus maps ledger errors to the API's statuses and details.

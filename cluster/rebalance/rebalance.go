@@ -105,6 +105,9 @@ type Reconciler struct {
 
 	mu        sync.Mutex
 	movingSet map[uint32]bool
+	// eligible is the latest pass's eligible members (nil before the
+	// first pass), for Target.
+	eligible []string
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -186,6 +189,24 @@ func (r *Reconciler) Moving(shard uint32) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.movingSet[shard]
+}
+
+// Target returns shard's target replica set as of the latest pass: the
+// one the pass moved (or would move, on a shard led here) the shard
+// towards, preferred leader first. It is nil before the first pass.
+func (r *Reconciler) Target(shard uint32) []string {
+	r.mu.Lock()
+	eligible := r.eligible
+	r.mu.Unlock()
+	if eligible == nil {
+		return nil
+	}
+	return r.target(shard, eligible)
+}
+
+// target is placement's replica set of shard over the eligible members.
+func (r *Reconciler) target(shard uint32, eligible []string) []string {
+	return placement.ReplicaSet(shard, eligible, r.cfg.Replicas)
 }
 
 func (r *Reconciler) loop(ctx context.Context) {
@@ -278,6 +299,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 		}
 	}
 	v := r.view(now, servers)
+	r.mu.Lock()
+	r.eligible = v.eligible
+	r.mu.Unlock()
 	if !slices.Contains(v.eligible, self) {
 		// This node does not see itself (it is leaving): do nothing.
 		return
@@ -297,7 +321,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 			return
 		}
 		shard := uint32(s)
-		target := placement.ReplicaSet(shard, v.eligible, r.cfg.Replicas)
+		target := r.target(shard, v.eligible)
 		if !hosted[shard] {
 			if slices.Contains(target, self) {
 				if err := h.AddGroup(ctx, shard); err != nil {

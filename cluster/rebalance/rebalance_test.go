@@ -316,3 +316,36 @@ func TestRemoveGroupOnlyAfterMembership(t *testing.T) {
 		t.Fatalf("removed %v, want shard %d", h.removed, shard)
 	}
 }
+
+// Target reports the replica set the latest pass aimed at, with the
+// pass's eligibility: a member that left keeps its replicas for the grace
+// period, as in the moves themselves.
+func TestTarget(t *testing.T) {
+	nodes := []string{"a", "b", "c", "d"}
+	h := newFakeHost("a", 4)
+	now := time.Unix(1000, 0)
+	m := &fakeMembers{alive(nodes...)}
+	r := New(Config{Host: h, Members: m, Replicas: 3, DeadGrace: 10 * time.Second, Now: func() time.Time { return now }})
+	if got := r.Target(0); got != nil {
+		t.Fatalf("target before any pass: %v, want nil", got)
+	}
+	r.Reconcile(context.Background())
+	for s := uint32(0); s < 4; s++ {
+		if got, want := r.Target(s), placement.ReplicaSet(s, nodes, 3); !slices.Equal(got, want) {
+			t.Errorf("shard %d: target %v, want %v", s, got, want)
+		}
+	}
+	// A shard whose target includes d; d leaves.
+	shard := shardWhere(t, nodes, "d", "")
+	m.ms[3].State, m.ms[3].Since = membership.Left, now
+	now = now.Add(time.Second)
+	r.Reconcile(context.Background())
+	if got, want := r.Target(shard), placement.ReplicaSet(shard, nodes, 3); !slices.Equal(got, want) {
+		t.Errorf("within the grace: target %v, want %v (d kept)", got, want)
+	}
+	now = now.Add(10 * time.Second)
+	r.Reconcile(context.Background())
+	if got, want := r.Target(shard), placement.ReplicaSet(shard, nodes[:3], 3); !slices.Equal(got, want) {
+		t.Errorf("after the grace: target %v, want %v", got, want)
+	}
+}

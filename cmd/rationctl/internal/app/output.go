@@ -102,6 +102,8 @@ type jsonShard struct {
 	CommitIndex  uint64   `json:"commit_index"`
 	State        string   `json:"state"`
 	Users        uint64   `json:"users"`
+	// Target is the replica set placement wants; empty when unknown.
+	Target []string `json:"target"`
 }
 
 type jsonStatus struct {

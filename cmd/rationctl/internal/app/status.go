@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,7 +13,7 @@ import (
 func (a *App) statusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the cluster's nodes and shards as one node sees them",
+		Short: "Show the cluster's nodes, shards and moves in progress as one node sees them",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd.Context(), func(c *client.Client) error {
@@ -34,19 +35,71 @@ func (a *App) statusCommand() *cobra.Command {
 				}
 				fmt.Fprintln(a.Stdout)
 				tw = newTable(a.Stdout)
-				row(tw, "SHARD", "LEADER", "STATE", "REPLICAS", "VOTERS", "APPLIED", "COMMIT", "USERS")
+				// MOVES is last: its cells may hold spaces.
+				row(tw, "SHARD", "LEADER", "STATE", "REPLICAS", "VOTERS", "APPLIED", "COMMIT", "USERS", "MOVES")
+				moving := 0
 				for _, s := range st.Shards {
 					leader := s.Leader
 					if leader == "" {
 						leader = "(none)"
 					}
+					m := moves(s)
+					if m != "" {
+						moving++
+					}
 					row(tw, s.ID, leader, dash(s.State), dash(strings.Join(s.Replicas, ",")), dash(strings.Join(s.Voters, ",")),
-						s.AppliedIndex, s.CommitIndex, s.Users)
+						s.AppliedIndex, s.CommitIndex, s.Users, dash(m))
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.Stdout)
+				fmt.Fprintln(a.Stdout, movesSummary(moving))
+				return nil
 			})
 		},
 	}
+}
+
+// moves describes what separates shard s from its target replica set:
+// "+id" for a target node that holds no replica yet, "+id(catching up)"
+// for one whose replica is not a voter yet, then "-id" for each replica
+// the target drops, e.g. "+node4(catching up) -node1". It is empty when s
+// is at its target, and when the answering node does not know the target
+// (a single node without clustering) or the shard's replicas (a replica
+// just opened, not yet contacted by its leader).
+func moves(s client.Shard) string {
+	if len(s.Target) == 0 || len(s.Replicas) == 0 {
+		return ""
+	}
+	var out []string
+	for _, id := range s.Target {
+		switch {
+		case slices.Contains(s.Voters, id):
+		case slices.Contains(s.Replicas, id):
+			out = append(out, "+"+id+"(catching up)")
+		default:
+			out = append(out, "+"+id)
+		}
+	}
+	for _, id := range s.Replicas {
+		if !slices.Contains(s.Target, id) {
+			out = append(out, "-"+id)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// movesSummary is the status table's last line, given how many shards are
+// not at their target.
+func movesSummary(moving int) string {
+	switch moving {
+	case 0:
+		return "no moves in progress"
+	case 1:
+		return "moves in progress: 1 shard"
+	}
+	return fmt.Sprintf("moves in progress: %d shards", moving)
 }
 
 func dash(s string) string {
@@ -63,7 +116,7 @@ func statusJSON(st client.ClusterStatus) jsonStatus {
 	}
 	for _, s := range st.Shards {
 		out.Shards = append(out.Shards, jsonShard{ID: s.ID, Leader: s.Leader, Replicas: nonNil(s.Replicas), Voters: nonNil(s.Voters),
-			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: s.State, Users: s.Users})
+			AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, State: s.State, Users: s.Users, Target: nonNil(s.Target)})
 	}
 	return out
 }
