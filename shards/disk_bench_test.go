@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -30,107 +30,67 @@ func BenchmarkDiskCeiling(b *testing.B) {
 
 func diskCeiling(b *testing.B, groups, clients int) {
 	dir := b.TempDir()
-	type group struct {
-		mu      sync.Mutex
-		waiting []chan struct{}
-		kick    chan struct{}
-	}
-	gs := make([]*group, groups)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var entries, ops int64
-	var statMu sync.Mutex
+	gs := make([]*syncWriter, groups)
 	for i := range gs {
-		g := &group{kick: make(chan struct{}, 1)}
-		gs[i] = g
-		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("g%d", i)), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Truncate(4 << 20); err != nil {
-			b.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer f.Close()
-			page := make([]byte, 4096)
-			var off int64
-			for {
-				select {
-				case <-stop:
-					return
-				case <-g.kick:
-				}
-				g.mu.Lock()
-				batch := g.waiting
-				g.waiting = nil
-				g.mu.Unlock()
-				if len(batch) == 0 {
-					continue
-				}
-				// Data pages, sync, meta page, sync: a bolt commit.
-				if _, err := f.WriteAt(page, 4096+off%(2<<20)); err != nil {
-					panic(err)
-				}
-				off += 4096
-				_ = syscall.Fdatasync(int(f.Fd()))
-				if _, err := f.WriteAt(page[:512], 0); err != nil {
-					panic(err)
-				}
-				_ = syscall.Fdatasync(int(f.Fd()))
-				statMu.Lock()
-				entries++
-				ops += int64(len(batch))
-				statMu.Unlock()
-				for _, c := range batch {
-					close(c)
-				}
-				select {
-				case g.kick <- struct{}{}:
-				default:
-				}
-			}
-		}()
+		gs[i] = startWriter(b, dir, fmt.Sprintf("g%d", i), 2, stop, &wg)
 	}
-	var remaining = int64(b.N)
-	var cmu sync.Mutex
-	take := func() bool {
-		cmu.Lock()
-		defer cmu.Unlock()
-		remaining--
-		return remaining >= 0
-	}
-	b.ResetTimer()
-	start := time.Now()
-	var cwg sync.WaitGroup
-	for c := range clients {
-		cwg.Add(1)
-		go func() {
-			defer cwg.Done()
-			rng := rand.New(rand.NewPCG(uint64(c), 7))
-			for take() {
-				g := gs[rng.IntN(groups)]
-				done := make(chan struct{})
-				g.mu.Lock()
-				g.waiting = append(g.waiting, done)
-				g.mu.Unlock()
-				select {
-				case g.kick <- struct{}{}:
-				default:
-				}
-				<-done
-			}
-		}()
-	}
-	cwg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
+	elapsed := closedLoop(b, clients, func(rng *rand.Rand) {
+		done := make(chan struct{})
+		gs[rng.IntN(groups)].submit(func() { close(done) })
+		<-done
+	})
 	close(stop)
 	wg.Wait()
+	entries, ops := totals(gs)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 	if entries > 0 {
 		b.ReportMetric(float64(ops)/float64(entries), "ops/entry")
 		b.ReportMetric(float64(2*entries)/elapsed.Seconds(), "fsyncs/s")
 	}
+}
+
+// startWriter opens a file in dir and runs a syncWriter on it until stop.
+func startWriter(b *testing.B, dir, name string, syncs int, stop <-chan struct{}, wg *sync.WaitGroup) *syncWriter {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Truncate(4 << 20); err != nil {
+		b.Fatal(err)
+	}
+	w := &syncWriter{kick: make(chan struct{}, 1), syncs: syncs}
+	wg.Go(func() { defer f.Close(); w.run(f, stop) })
+	return w
+}
+
+// closedLoop runs b.N operations from that many clients, each waiting for
+// its operation before the next, and returns how long they took.
+func closedLoop(b *testing.B, clients int, op func(*rand.Rand)) time.Duration {
+	var remaining atomic.Int64
+	remaining.Store(int64(b.N))
+	b.ResetTimer()
+	start := time.Now()
+	var cwg sync.WaitGroup
+	for c := range clients {
+		cwg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 7))
+			for remaining.Add(-1) >= 0 {
+				op(rng)
+			}
+		})
+	}
+	cwg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	return elapsed
+}
+
+func totals(ws []*syncWriter) (commits, items int64) {
+	for _, w := range ws {
+		commits += w.commits.Load()
+		items += w.items.Load()
+	}
+	return commits, items
 }
