@@ -132,26 +132,11 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		}
 		cancel()
 	}
-	// Joining an existing cluster: a node with no shard data that finds
-	// another member already hosting shards (over Admin.Status) opens no
-	// group and waits for the rebalancer, on itself and on the shards'
-	// leaders, to add it. The rule is deterministic per node and safe in
-	// a race: if nodes of a new cluster see each other's shards while
-	// forming, the late ones open their groups unbootstrapped (through
-	// the rebalancer); they are in the bootstrapped configuration, so the
-	// bootstrapped replicas contact them, and an empty group grants votes.
-	if n.othersHostShards(ctx, members) {
-		n.log.Info("joining an existing cluster: shards come by rebalancing", "alive", len(members))
-		return []uint32{}, nil, nil
-	}
 	// The expected members, chosen the same way on every node: the first
 	// by id. A member that joins later gets shards by rebalancing.
 	slices.SortFunc(members, func(a, b membership.Member) int { return strings.Compare(a.Meta.NodeID, b.Meta.NodeID) })
+	all := members
 	members = members[:expect]
-	if !slices.ContainsFunc(members, func(m membership.Member) bool { return m.Meta.NodeID == n.cfg.NodeID }) {
-		n.log.Info("not among the first members by id: shards come by rebalancing", "expect", expect)
-		return []uint32{}, nil, nil
-	}
 	ids := make([]string, len(members))
 	addr := map[string]string{}
 	for i, m := range members {
@@ -161,6 +146,24 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 	sets := make([][]string, n.cfg.Shards)
 	for s := range sets {
 		sets[s] = placement.ReplicaSet(uint32(s), ids, n.cfg.Replicas)
+	}
+	// Joining an existing cluster: a node with no shard data that finds
+	// another member hosting a shard in a configuration other than the
+	// one formation gives opens no group, and waits for the rebalancer,
+	// on itself and on the shards' leaders, to add it. A node that is
+	// merely late in a forming cluster finds the formation's own
+	// configurations and bootstraps its groups with them like the others:
+	// raft allows every member to bootstrap the identical configuration,
+	// and a shard whose replicas are all late would otherwise have none.
+	if n.othersMovedOn(ctx, all, sets) {
+		n.log.Info("joining an existing cluster: shards come by rebalancing", "alive", len(all))
+		return []uint32{}, nil, nil
+	}
+	if !slices.Contains(ids, n.cfg.NodeID) {
+		n.log.Info("not among the first members by id: shards come by rebalancing", "expect", expect)
+		return []uint32{}, nil, nil
+	}
+	for s := range sets {
 		if slices.Contains(sets[s], n.cfg.NodeID) {
 			hosted = append(hosted, uint32(s))
 		}

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,11 +68,32 @@ func (p *peers) appliedIndex(ctx context.Context, m membership.Member, shard uin
 	return 0, fmt.Errorf("node %s does not host shard %d", m.NodeID, shard)
 }
 
-// othersHostShards reports whether any of members other than this node
-// hosts a shard: then the cluster exists already and this node joins it
-// instead of forming shards. Members that do not answer count as hosting
-// nothing.
-func (n *Node) othersHostShards(ctx context.Context, members []membership.Member) bool {
+// leaderReplicas asks member whether it leads shard, and for the servers
+// of its latest configuration of the shard if it does.
+func (p *peers) leaderReplicas(ctx context.Context, m membership.Member, shard uint32) ([]string, bool, error) {
+	if m.GRPCAddr == "" {
+		return nil, false, fmt.Errorf("node %s has no gRPC address", m.NodeID)
+	}
+	st, err := p.status(ctx, m.GRPCAddr)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, s := range st.GetShards() {
+		if s.GetId() == shard {
+			// "Leader", or "Leader (moving)"; the leader id confirms it.
+			leads := strings.HasPrefix(s.GetState(), "Leader") && s.GetLeader() == m.NodeID
+			return s.GetReplicas(), leads, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// othersMovedOn reports whether any of members other than this node hosts
+// a shard in a configuration other than sets, the formation's: then the
+// cluster exists already, and this node joins it instead of forming
+// shards. A member that does not answer, or a replica with no
+// configuration yet, is no evidence either way.
+func (n *Node) othersMovedOn(ctx context.Context, members []membership.Member, sets [][]string) bool {
 	for _, m := range members {
 		if m.NodeID == n.cfg.NodeID || m.GRPCAddr == "" {
 			continue
@@ -78,24 +101,37 @@ func (n *Node) othersHostShards(ctx context.Context, members []membership.Member
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := n.peers.status(cctx, m.GRPCAddr)
 		cancel()
-		if err == nil && len(st.GetShards()) > 0 {
-			return true
+		if err != nil {
+			continue
+		}
+		for _, sh := range st.GetShards() {
+			if len(sh.GetReplicas()) == 0 {
+				continue
+			}
+			if int(sh.GetId()) >= len(sets) || !sameMembers(sh.GetReplicas(), sets[sh.GetId()]) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+func sameMembers(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // newRebalancer builds the reconciler before the APIs serve, so status
 // never reads the field while it is being set; startRebalancer runs it.
 func (n *Node) newRebalancer() {
 	n.rebalancer = rebalance.New(rebalance.Config{
-		Host:         n.host,
-		Members:      n.members,
-		AppliedIndex: n.peers.appliedIndex,
-		Replicas:     n.cfg.Replicas,
-		DeadGrace:    n.cfg.DeadNodeGrace,
-		Logger:       n.log,
-		Registerer:   n.reg,
+		Host:           n.host,
+		Members:        n.members,
+		AppliedIndex:   n.peers.appliedIndex,
+		LeaderReplicas: n.peers.leaderReplicas,
+		Replicas:       n.cfg.Replicas,
+		DeadGrace:      n.cfg.DeadNodeGrace,
+		Logger:         n.log,
+		Registerer:     n.reg,
 	})
 }
 

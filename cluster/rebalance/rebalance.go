@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -62,12 +63,22 @@ type Members interface {
 // Admin.Status API in a real node).
 type AppliedIndexFunc func(ctx context.Context, member membership.Member, shard uint32) (uint64, error)
 
+// LeaderReplicasFunc asks member whether it leads shard and, if it does,
+// which servers its latest configuration of the shard holds (over the
+// Admin.Status API in a real node).
+type LeaderReplicasFunc func(ctx context.Context, member membership.Member, shard uint32) (servers []string, leads bool, err error)
+
 // Config configures a Reconciler. Zero values mean the defaults.
 type Config struct {
 	Host         Host
 	Members      Members
 	AppliedIndex AppliedIndexFunc
-	Replicas     int
+	// LeaderReplicas, if set, lets a replica that placement drops learn
+	// from the shard's leader that it was removed. raft sends the removing
+	// configuration to the removed server only once, best effort; if that
+	// is lost, the replica keeps its group and campaigns forever.
+	LeaderReplicas LeaderReplicasFunc
+	Replicas       int
 	// DeadGrace is how long a Dead or Left member, or a raft server absent
 	// from the view, keeps its replicas (placement.DefaultDeadGrace).
 	DeadGrace time.Duration
@@ -101,6 +112,7 @@ type Reconciler struct {
 	tokens      float64
 	lastRefill  time.Time
 	seenSelf    map[uint32]bool      // shards whose configuration included this node
+	askedLeader map[uint32]time.Time // last time a dropped replica asked the leader
 	missingFrom map[string]time.Time // raft servers absent from the view, since
 
 	mu        sync.Mutex
@@ -143,6 +155,7 @@ func New(cfg Config) *Reconciler {
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "rebalance"),
 		seenSelf:    map[uint32]bool{},
+		askedLeader: map[uint32]time.Time{},
 		missingFrom: map[string]time.Time{},
 		movingSet:   map[uint32]bool{},
 		tokens:      float64(cfg.Burst),
@@ -334,10 +347,17 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 			continue
 		}
 		c := confs[shard]
+		dropped := !slices.Contains(target, self)
+		var removed bool
 		if member(c, self) {
 			r.seenSelf[shard] = true
-		} else if len(c.Servers) > 0 && r.seenSelf[shard] && !slices.Contains(target, self) {
-			// Removed from the group by its leader: close it.
+			// The leader may have removed this node without it hearing.
+			removed = dropped && !h.IsLeader(shard) && r.removedByLeader(ctx, shard, v, now)
+		} else {
+			// Removed from the group by its leader.
+			removed = dropped && len(c.Servers) > 0 && r.seenSelf[shard]
+		}
+		if removed {
 			if err := h.RemoveGroup(ctx, shard); err != nil {
 				r.log.Warn("remove group", "shard", shard, "err", err)
 			} else {
@@ -362,6 +382,36 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 	r.movingSet = moving
 	r.mu.Unlock()
 	r.moving.Set(float64(len(moving)))
+}
+
+// askLeaderEvery bounds how often a replica that placement drops asks
+// the shard's leader whether it is still in the configuration.
+const askLeaderEvery = 5 * time.Second
+
+// removedByLeader reports whether a member that leads shard says its
+// configuration no longer holds this node. Only a leader's word counts: a
+// replica must never drop a group on a guess, as it may hold the only
+// copy of committed entries.
+func (r *Reconciler) removedByLeader(ctx context.Context, shard uint32, v view, now time.Time) bool {
+	if r.cfg.LeaderReplicas == nil || now.Sub(r.askedLeader[shard]) < askLeaderEvery {
+		return false
+	}
+	r.askedLeader[shard] = now
+	self := r.cfg.Host.NodeID()
+	for _, id := range slices.Sorted(maps.Keys(v.byID)) {
+		m := v.byID[id]
+		if id == self || m.State != membership.Alive {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		servers, leads, err := r.cfg.LeaderReplicas(cctx, m, shard)
+		cancel()
+		if err != nil || !leads {
+			continue
+		}
+		return len(servers) > 0 && !slices.Contains(servers, self)
+	}
+	return false
 }
 
 // step applies at most one configuration change to shard, led here. It

@@ -276,14 +276,7 @@ func TestLeaderLeavesLastAndGrace(t *testing.T) {
 // A replica removed from its group closes it, but a fresh group that has
 // not heard from a leader yet stays.
 func TestRemoveGroupOnlyAfterMembership(t *testing.T) {
-	four := []string{"a", "b", "c", "d"}
-	nine := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
-	var shard uint32
-	for ; ; shard++ {
-		if slices.Contains(placement.ReplicaSet(shard, four, 3), "d") && !slices.Contains(placement.ReplicaSet(shard, nine, 3), "d") {
-			break
-		}
-	}
+	four, nine, shard := droppedFromD()
 	target := placement.ReplicaSet(shard, four, 3)
 	h := newFakeHost("d", int(shard)+1)
 	h.confs[shard] = &raft.Configuration{} // just opened
@@ -347,5 +340,71 @@ func TestTarget(t *testing.T) {
 	r.Reconcile(context.Background())
 	if got, want := r.Target(shard), placement.ReplicaSet(shard, nodes[:3], 3); !slices.Equal(got, want) {
 		t.Errorf("after the grace: target %v, want %v", got, want)
+	}
+}
+
+// A replica that placement drops, and that never got the configuration
+// removing it (raft sends it once, best effort), still lists itself. It
+// closes its group only on the word of a member that leads the shard, and
+// asks at most every askLeaderEvery.
+func TestDroppedReplicaAsksTheLeader(t *testing.T) {
+	four, nine, shard := droppedFromD()
+	h := newFakeHost("d", int(shard)+1)
+	h.confs[shard] = voters(placement.ReplicaSet(shard, four, 3)...) // still lists d
+	leader := placement.ReplicaSet(shard, nine, 3)[0]
+	var (
+		leads   bool
+		servers = placement.ReplicaSet(shard, nine, 3)
+		asked   int
+	)
+	now := time.Unix(1000, 0)
+	r := New(Config{Host: h, Members: &fakeMembers{alive(nine...)}, Replicas: 3, Now: func() time.Time { return now },
+		LeaderReplicas: func(_ context.Context, m membership.Member, s uint32) ([]string, bool, error) {
+			asked++
+			if s != shard {
+				t.Errorf("asked about shard %d", s)
+			}
+			if m.NodeID == leader {
+				return servers, leads, nil
+			}
+			return nil, false, nil
+		}})
+
+	// No member says it leads: keep the group, however long.
+	r.Reconcile(context.Background())
+	if len(h.removed) != 0 || asked == 0 {
+		t.Fatalf("removed %v after asking %d members, with no leader", h.removed, asked)
+	}
+	// A leader that still lists d: keep it.
+	leads, servers = true, append(slices.Clone(servers), "d")
+	now = now.Add(askLeaderEvery)
+	r.Reconcile(context.Background())
+	if len(h.removed) != 0 {
+		t.Fatal("removed a group its leader still lists")
+	}
+	// The leader dropped d, but it was asked a moment ago: wait.
+	servers = placement.ReplicaSet(shard, nine, 3)
+	before := asked
+	now = now.Add(time.Second)
+	r.Reconcile(context.Background())
+	if len(h.removed) != 0 || asked != before {
+		t.Fatalf("asked again after 1s (%d asks) or removed %v", asked-before, h.removed)
+	}
+	now = now.Add(askLeaderEvery)
+	r.Reconcile(context.Background())
+	if !slices.Equal(h.removed, []uint32{shard}) {
+		t.Fatalf("removed %v, want shard %d once its leader no longer lists d", h.removed, shard)
+	}
+}
+
+// droppedFromD finds a shard that placement over four nodes gives d and
+// over nine nodes does not.
+func droppedFromD() (four, nine []string, shard uint32) {
+	four = []string{"a", "b", "c", "d"}
+	nine = []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
+	for ; ; shard++ {
+		if slices.Contains(placement.ReplicaSet(shard, four, 3), "d") && !slices.Contains(placement.ReplicaSet(shard, nine, 3), "d") {
+			return four, nine, shard
+		}
 	}
 }
