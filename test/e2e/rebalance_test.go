@@ -37,48 +37,18 @@ func TestJoiningNodeReceivesShardsUnderLoad(t *testing.T) {
 
 	ids := []string{"node1", "node2", "node3", "node4"}
 	const shards = 8
-	want := map[uint32][]string{}
-	moved := 0
-	for s := uint32(0); s < shards; s++ {
-		want[s] = placement.ReplicaSet(s, ids, 3)
-		before := placement.ReplicaSet(s, ids[:3], 3)
-		for _, id := range want[s] {
-			if !slices.Contains(before, id) {
-				moved++
-			}
-		}
-	}
+	want, moved := placementAfterJoin(shards, ids)
 	t.Logf("placement moves %d of %d replica slots to node4", moved, shards*3)
 
 	// Wait until every node hosts exactly its target shards, and every
 	// shard's leader has exactly the target voters.
-	deadline := time.Now().Add(60 * time.Second)
-	var settled time.Duration
-	for {
-		ok, why := placed(ctx, t, all, want)
-		if ok {
-			settled = time.Since(joined)
-			break
-		}
-		if time.Now().After(deadline) {
-			for _, p := range all {
-				t.Logf("%s log:\n%s", p.id, p.log())
-			}
-			t.Fatalf("replicas not moved within 120s: %s", why)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitPlaced(ctx, t, all, want, "replicas not moved")
+	settled := time.Since(joined)
 	t.Logf("node4 joined; %d replica slots moved to it and every shard had its target voters %v after the start", moved, settled.Round(time.Millisecond))
 
 	// Every move was one nonvoter addition, one promotion and one removal
 	// by the shards' leaders, and node4 opened a group per replica it got.
-	counts := map[string]int{}
-	for _, p := range all {
-		for k, v := range rebalanceCounts(t, p) {
-			counts[p.id+"/"+k] = v
-			counts[k] += v
-		}
-	}
+	counts := clusterRebalanceCounts(t, all)
 	t.Logf("rebalance changes: %v", counts)
 	if counts["node4/open_group"] != moved || counts["add_nonvoter"] != moved || counts["promote"] != moved || counts["remove"] != moved {
 		t.Errorf("want %d of each of open_group (node4), add_nonvoter, promote, remove", moved)
@@ -206,20 +176,7 @@ func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
 	if total != 0 {
 		t.Fatalf("%d rebalance changes within the dead grace", total)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ok, why := placed(ctx, t, survivors, want)
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			for _, p := range survivors {
-				t.Logf("%s log:\n%s", p.id, p.log())
-			}
-			t.Fatalf("replicas of the dead node not moved: %s", why)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitPlaced(ctx, t, survivors, want, "replicas of the dead node not moved")
 	t.Logf("%d shards re-replicated %v after kill -9 (dead grace %v)", moved, time.Since(killed).Round(time.Millisecond), grace)
 	if since := time.Since(killed); since < grace {
 		t.Fatalf("replicas moved %v after the kill, within the %v grace", since, grace)
@@ -230,4 +187,55 @@ func TestDeadNodeReplicasMoveAfterGrace(t *testing.T) {
 	t.Logf("%d writes acknowledged", len(acks))
 	checkAcksVia(t, acks, procs[3].base())
 	checkReplicasConverge(t, survivors)
+}
+
+// waitPlaced waits up to 60 s for procs to reach want (see placed), and
+// fails the test with every node's log if they do not.
+func waitPlaced(ctx context.Context, t *testing.T, procs []*proc, want map[uint32][]string, what string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok, why := placed(ctx, t, procs, want)
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, p := range procs {
+				t.Logf("%s log:\n%s", p.id, p.log())
+			}
+			t.Fatalf("%s within 60s: %s", what, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// placementAfterJoin is where placement puts each shard once the last of
+// ids has joined the others, and how many replica slots that moves.
+func placementAfterJoin(shards uint32, ids []string) (map[uint32][]string, int) {
+	want := map[uint32][]string{}
+	moved := 0
+	for s := range shards {
+		want[s] = placement.ReplicaSet(s, ids, 3)
+		before := placement.ReplicaSet(s, ids[:len(ids)-1], 3)
+		for _, id := range want[s] {
+			if !slices.Contains(before, id) {
+				moved++
+			}
+		}
+	}
+	return want, moved
+}
+
+// clusterRebalanceCounts sums rebalanceCounts over procs by kind, and
+// keeps each node's own under "<node>/<kind>".
+func clusterRebalanceCounts(t *testing.T, procs []*proc) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for _, p := range procs {
+		for k, v := range rebalanceCounts(t, p) {
+			counts[p.id+"/"+k] = v
+			counts[k] += v
+		}
+	}
+	return counts
 }
