@@ -19,8 +19,39 @@ import (
 // peers caches gRPC connections to other nodes' Admin service, for the
 // rebalancer's catch-up checks and the join check of formation.
 type peers struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	recent map[string]recentStatus // by address, for leaderReplicas
+}
+
+type recentStatus struct {
+	at time.Time
+	st *rationv1.StatusResponse
+}
+
+// leaderAnswerTTL is how long one status answer serves the questions of
+// every dropped replica of a pass (one status call covers all shards).
+const leaderAnswerTTL = time.Second
+
+// recentStatus returns a status of addr at most leaderAnswerTTL old.
+func (p *peers) recentStatus(ctx context.Context, addr string) (*rationv1.StatusResponse, error) {
+	p.mu.Lock()
+	r, ok := p.recent[addr]
+	p.mu.Unlock()
+	if ok && time.Since(r.at) < leaderAnswerTTL {
+		return r.st, nil
+	}
+	st, err := p.status(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.recent == nil {
+		p.recent = map[string]recentStatus{}
+	}
+	p.recent[addr] = recentStatus{time.Now(), st}
+	p.mu.Unlock()
+	return st, nil
 }
 
 func (p *peers) status(ctx context.Context, addr string) (*rationv1.StatusResponse, error) {
@@ -74,7 +105,7 @@ func (p *peers) leaderReplicas(ctx context.Context, m membership.Member, shard u
 	if m.GRPCAddr == "" {
 		return nil, false, fmt.Errorf("node %s has no gRPC address", m.NodeID)
 	}
-	st, err := p.status(ctx, m.GRPCAddr)
+	st, err := p.recentStatus(ctx, m.GRPCAddr)
 	if err != nil {
 		return nil, false, err
 	}
