@@ -188,12 +188,7 @@ func TestAnswersAreFinal(t *testing.T) {
 	w, nodes := newWorld(t, 2)
 	a := nodes[0]
 	ctx := context.Background()
-	user := ""
-	for i := 0; user == ""; i++ {
-		if u := fmt.Sprintf("u%d", i); w.leaderOf(a.router.loc.ShardOf(u)) == "b" {
-			user = u
-		}
-	}
+	user := userLedBy(w, a, "b")
 	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 5, ExpiresAt: ledger.Never}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,12 +212,7 @@ func TestIdsKeptAcrossRetries(t *testing.T) {
 	w, nodes := newWorld(t, 2)
 	a := nodes[0]
 	ctx := context.Background()
-	user := ""
-	for i := 0; user == ""; i++ {
-		if u := fmt.Sprintf("u%d", i); w.leaderOf(a.router.loc.ShardOf(u)) == "b" {
-			user = u
-		}
-	}
+	user := userLedBy(w, a, "b")
 	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 10, ExpiresAt: ledger.Never}); err != nil {
 		t.Fatal(err)
 	}
@@ -292,5 +282,14 @@ func TestHungAttemptIsUnavailable(t *testing.T) {
 	_, err = nodes[0].router.Grant(ctx, "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want the caller's deadline", err)
+	}
+}
+
+// userLedBy finds a user whose shard, as n's router places it, node leads.
+func userLedBy(w *world, n *fakeNode, node string) string {
+	for i := 0; ; i++ {
+		if u := fmt.Sprintf("u%d", i); w.leaderOf(n.router.loc.ShardOf(u)) == node {
+			return u
+		}
 	}
 }
