@@ -149,12 +149,19 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	cleanup = append(cleanup, func() { _ = n.host.Shutdown(context.Background()) })
 	cleanup = append(cleanup, n.peers.close)
 
+	expired := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ration_forward_expired_total",
+		Help: "Requests from other nodes that arrived after their sender's deadline and were not started. Expected after a partition heals; a steady rate otherwise means the nodes' clocks disagree.",
+	})
+	if err := n.reg.Register(expired); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	n.dir = actors.New(replica{n.host, cfg.Shards}, actors.Options{
 		IdleTimeout: cfg.IdlePassivation,
 		Logger:      logger.With("component", "actors"),
 		Registerer:  n.reg,
 		System:      n.sys,
-		Remote:      actorcluster.Server{Locator: locator{n}},
+		Remote:      actorcluster.Server{Locator: locator{n}, Expired: expired},
 	})
 	n.dirp.Store(n.dir)
 	cleanup = append(cleanup, func() { _ = n.dir.Shutdown(context.Background()) })

@@ -115,16 +115,27 @@ func TestProposeChecksVersions(t *testing.T) {
 		t.Fatalf("log: v%d %+v", v, ops)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
+	// Nothing is proposed once its caller's context is done, even when
+	// the op reaches the queue first (a select between a free queue slot
+	// and a done context picks either): a caller past its deadline may
+	// have answered its client already.
+	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := h.Propose(ctx, grant("bob", 0, "g", 1))
-	if err == nil {
-		// A proposal may beat the cancelled context into the queue and
-		// through raft; what must never happen is an unknown outcome
-		// reported as a plain cancellation or the reverse.
-		t.Log("proposal won the race with cancellation")
-	} else if !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled propose: %v", err)
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel2()
+	for i := range 200 {
+		for _, c := range []struct {
+			ctx  context.Context
+			want error
+		}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
+			_, err := h.Propose(c.ctx, grant("bob", 0, fmt.Sprintf("g%d", i), 1))
+			if !errors.Is(err, c.want) || errors.Is(err, ErrOutcomeUnknown) {
+				t.Fatalf("propose with a done context: %v, want %v and not proposed", err, c.want)
+			}
+		}
+	}
+	if v, ops := h.FSM(ShardOf("bob", 4)).Log("bob"); v != 0 || len(ops) != 0 {
+		t.Fatalf("bob's log after proposals with done contexts: v%d %+v", v, ops)
 	}
 }
 
@@ -422,3 +433,32 @@ func equalHashes(a, b map[uint32][32]byte) bool {
 	}
 	return true
 }
+
+// The proposer takes no proposal whose caller's deadline has passed, even
+// before the caller noticed and withdrew it: the caller may have answered
+// its client already.
+func TestClaimSkipsExpiredProposals(t *testing.T) {
+	live := &proposal{ctx: context.Background()}
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	// A deadline the runtime has not acted on yet looks like this: Err is
+	// still nil, but the deadline is behind us.
+	late := &proposal{ctx: lateCtx{Context: context.Background(), deadline: time.Now().Add(-time.Millisecond)}}
+	batch := claim(nil, live)
+	batch = claim(batch, &proposal{ctx: past})
+	batch = claim(batch, late)
+	if len(batch) != 1 || batch[0] != live {
+		t.Fatalf("claimed %d proposals, want only the live one", len(batch))
+	}
+	if late.state.Load() != stateCancelled {
+		t.Fatalf("expired proposal left in state %d, want cancelled", late.state.Load())
+	}
+}
+
+// lateCtx has a deadline in the past whose timer has not fired.
+type lateCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateCtx) Deadline() (time.Time, bool) { return c.deadline, true }

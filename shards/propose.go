@@ -17,6 +17,7 @@ import (
 // proposer and a caller whose context ended, whether the op was proposed.
 type proposal struct {
 	op    raftfsm.Op
+	ctx   context.Context // the caller's: past its deadline the op is not proposed
 	start time.Time
 	state atomic.Uint32
 	done  chan struct{} // closed once res and err are set
@@ -109,7 +110,7 @@ func (h *Host) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, er
 		h.metrics.proposalDone(g.id, outcomeOf(false, err), time.Since(start))
 		return raftfsm.OpResult{}, err
 	}
-	p := &proposal{op: op, start: start, done: make(chan struct{})}
+	p := &proposal{op: op, ctx: ctx, start: start, done: make(chan struct{})}
 	if err := h.enqueue(ctx, g, p); err != nil {
 		h.metrics.proposalDone(g.id, outcomeOf(false, err), time.Since(start))
 		return raftfsm.OpResult{}, err
@@ -119,7 +120,9 @@ func (h *Host) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, er
 		return p.res, p.err
 	case <-ctx.Done():
 	}
-	if p.state.CompareAndSwap(statePending, stateCancelled) {
+	// The proposer cancels what it finds expired, so cancelled by
+	// either side means not proposed.
+	if p.state.CompareAndSwap(statePending, stateCancelled) || p.state.Load() == stateCancelled {
 		err := fmt.Errorf("shards: shard %d: op not proposed: %w", g.id, ctx.Err())
 		h.metrics.proposalDone(g.id, OutcomeCanceled, time.Since(start))
 		return raftfsm.OpResult{}, err
@@ -179,12 +182,29 @@ func (g *group) propose() {
 	}
 }
 
-// claim appends p unless its caller gave up first.
+// claim appends p unless its caller gave up first, or its deadline has
+// passed. Its caller may not have noticed yet (the context's timer fires
+// late, and a select between a full queue and a done context picks either),
+// but nothing is proposed past its deadline: a caller that gave up may
+// have answered its client, and its client may have been told "no" by a
+// later attempt (cluster/routing waits out open attempts for that).
 func claim(batch []*proposal, p *proposal) []*proposal {
+	if expired(p.ctx) {
+		p.state.CompareAndSwap(statePending, stateCancelled)
+		return batch
+	}
 	if p.state.CompareAndSwap(statePending, stateProposed) {
 		return append(batch, p)
 	}
 	return batch
+}
+
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func (g *group) submit(batch []*proposal) {

@@ -20,6 +20,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/cluster/actorcluster/actorpb"
@@ -194,10 +195,18 @@ func (c *Cluster) call(ctx context.Context, user string, req *actorpb.Request) (
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
-	req.TimeoutMs = max(timeout.Milliseconds(), 1)
+	timeout = max(timeout, time.Millisecond)
+	deadline := time.Now().Add(timeout)
+	req.TimeoutMs = timeout.Milliseconds()
+	req.DeadlineUnixMs = deadline.UnixMilli()
 	rep, err := c.calls.request(ctx, pid, req, timeout)
 	if err != nil {
 		c.lookup.failed(user, pid, node, err)
+		if !errors.Is(err, ErrGone) {
+			// Sent and unanswered: the receiver may still take it up
+			// until its deadline.
+			err = &OpenError{Until: deadline, Err: err}
+		}
 		return nil, err
 	}
 	if rep.GetError().GetCode() == actorpb.Code_CODE_NOT_LEADER {
@@ -252,6 +261,9 @@ var _ service.Backend = (*Cluster)(nil)
 // other nodes: the actors.RemoteHandler of a clustered node's directory.
 type Server struct {
 	Locator Locator
+	// Expired counts requests that arrived after their sender's deadline
+	// and were not started. Optional.
+	Expired prometheus.Counter
 }
 
 var _ actors.RemoteHandler = Server{}
@@ -283,5 +295,33 @@ func (s Server) ServeRemote(user string, msg any, l actors.Local) any {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if ms := req.GetDeadlineUnixMs(); ms > 0 {
+		deadline := time.UnixMilli(ms)
+		if late := time.Since(deadline); late >= 0 {
+			if s.Expired != nil {
+				s.Expired.Inc()
+			}
+			return codeReply(actorpb.Code_CODE_DEADLINE_EXCEEDED, "arrived %v after its sender's deadline; not started", late.Round(time.Millisecond))
+		}
+		var cancelAt context.CancelFunc
+		ctx, cancelAt = context.WithDeadline(ctx, deadline)
+		defer cancelAt()
+	}
 	return serve(ctx, req, l)
 }
+
+// OpenError is a failed attempt whose request was sent and not answered:
+// its receiver may still start it, until Until by the receiver's clock
+// (the envelope's deadline). A caller that gets a refusal from a later
+// attempt waits that out before trusting it (cluster/routing).
+type OpenError struct {
+	Until time.Time
+	Err   error
+}
+
+func (e *OpenError) Error() string { return e.Err.Error() }
+
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// OpenUntil is when the request stops being startable.
+func (e *OpenError) OpenUntil() time.Time { return e.Until }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/cluster/actorcluster/actorpb"
@@ -151,3 +155,48 @@ func (leadsAll) ShardOf(string) uint32            { return 0 }
 func (leadsAll) LocalLeader(uint32) bool          { return true }
 func (leadsAll) LeaderHint(uint32) (string, bool) { return "", false }
 func (leadsAll) Candidates(uint32) []string       { return nil }
+
+// A request that arrives after its sender's deadline is not started: its
+// sender has given up and may have answered otherwise. One inside its
+// deadline runs with that deadline, not a fresh one.
+func TestEnvelopePastDeadlineNotStarted(t *testing.T) {
+	expired := prometheus.NewCounter(prometheus.CounterOpts{Name: "expired"})
+	srv := Server{Locator: leadsAll{}, Expired: expired}
+	d := ledger.Deduction{ID: "d", Amount: 1, Timestamp: 1}
+
+	req := deductRequest("bob", d)
+	req.TimeoutMs = 5000 // what the receiver would count from arrival
+	req.DeadlineUnixMs = time.Now().Add(-time.Second).UnixMilli()
+	l := &local{}
+	rep, _ := srv.ServeRemote("bob", req, l).(*actorpb.Reply)
+	if rep.GetError().GetCode() != actorpb.Code_CODE_DEADLINE_EXCEEDED || len(l.got) != 0 {
+		t.Fatalf("late request: reply %v, actor ran %v; want DEADLINE_EXCEEDED and nothing run", rep, l.got)
+	}
+	var m dto.Metric
+	if err := expired.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("expired counter %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+
+	req = deductRequest("bob", d)
+	req.TimeoutMs = 5000
+	deadline := time.Now().Add(time.Second)
+	req.DeadlineUnixMs = deadline.UnixMilli()
+	dl := &deadlineLocal{}
+	if rep, _ := srv.ServeRemote("bob", req, dl).(*actorpb.Reply); rep.GetError() != nil {
+		t.Fatalf("request in time: %v", rep.GetError())
+	}
+	if dl.deadline.IsZero() || dl.deadline.After(deadline) {
+		t.Fatalf("served with deadline %v, want at most the sender's %v", dl.deadline, deadline)
+	}
+}
+
+// deadlineLocal records the deadline a deduction was served with.
+type deadlineLocal struct {
+	local
+	deadline time.Time
+}
+
+func (l *deadlineLocal) Deduct(ctx context.Context, d ledger.Deduction) (actors.WriteResult, error) {
+	l.deadline, _ = ctx.Deadline()
+	return l.local.Deduct(ctx, d)
+}

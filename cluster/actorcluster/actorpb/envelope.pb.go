@@ -220,11 +220,20 @@ type Request struct {
 	User    string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	// The API request, encoded; empty for KIND_ACTIVATE.
 	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	// How long the sender waits for the reply. The receiver stops working on
-	// the request then: relative, because the nodes' clocks may differ.
-	TimeoutMs     int64 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// How long the sender waits for the reply, counted from when the
+	// receiver takes the request. The receiver stops working on it then.
+	TimeoutMs int64 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// When the sender stops waiting, in Unix milliseconds by the sender's
+	// clock. A request can sit in a socket for seconds (a partition, a frozen
+	// process) and arrive after its sender gave up and answered the client,
+	// possibly with "insufficient credits"; applied then, it would contradict
+	// that answer. So a receiver starts no work on a request past this
+	// deadline by its own clock, whatever timeout_ms says. It relies on the
+	// nodes' clocks agreeing to within the allowance the sender waits out
+	// (docs/semantics.md). 0: no deadline (a sender of an older release).
+	DeadlineUnixMs int64 `protobuf:"varint,6,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
@@ -288,6 +297,13 @@ func (x *Request) GetPayload() []byte {
 func (x *Request) GetTimeoutMs() int64 {
 	if x != nil {
 		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Request) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
 	}
 	return 0
 }
@@ -471,14 +487,15 @@ var File_cluster_actorcluster_actorpb_envelope_proto protoreflect.FileDescriptor
 
 const file_cluster_actorcluster_actorpb_envelope_proto_rawDesc = "" +
 	"\n" +
-	"+cluster/actorcluster/actorpb/envelope.proto\x12\x16ration.actorcluster.v1\"\xc3\x01\n" +
+	"+cluster/actorcluster/actorpb/envelope.proto\x12\x16ration.actorcluster.v1\"\xed\x01\n" +
 	"\aRequest\x129\n" +
 	"\aversion\x18\x01 \x01(\x0e2\x1f.ration.actorcluster.v1.VersionR\aversion\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ration.actorcluster.v1.KindR\x04kind\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\"\xd2\x01\n" +
+	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\x12(\n" +
+	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\"\xd2\x01\n" +
 	"\x05Error\x120\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1c.ration.actorcluster.v1.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
