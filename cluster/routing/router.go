@@ -56,6 +56,17 @@ func New(local service.Backend, loc Locator, opts Options) *Router {
 // errNoRoute is a retryable failure to reach the shard's leader.
 var errNoRoute = errors.New("no reachable leader")
 
+// openAttempt is a failed attempt whose request another node may still
+// start, up to OpenUntil by that node's clock: it was sent and never
+// answered (actorcluster.OpenError).
+type openAttempt interface{ OpenUntil() time.Time }
+
+// clockAllowance is how far behind this node's clock another node's may
+// be (docs/semantics.md): a request is not started past its deadline by
+// the receiver's clock, so it is settled this long after that deadline by
+// ours.
+const clockAllowance = 250 * time.Millisecond
+
 // route runs the request on this node's backend when this node leads the
 // user's shard, else through the remote backend, until one answers with
 // something other than "try again", or the deadline passes. Each attempt
@@ -75,8 +86,12 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 		defer cancel()
 	}
 	var lastErr error = errNoRoute
+	// The latest deadline of the attempts sent and not answered: until it
+	// passes, one of them may still be applied.
+	var openUntil time.Time
+	settled := false
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
+		if attempt > 0 && !settled {
 			if err := sleep(ctx, attempt, deadline); err != nil {
 				return zero, fmt.Errorf("%w: shard %d: %w (last: %v)", service.ErrUnavailable, shard, err, lastErr)
 			}
@@ -90,6 +105,23 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 			res, err = call(rctx, r.opts.Remote)
 		default:
 			err = errNoRoute
+		}
+		settled = false
+		var oa openAttempt
+		if errors.As(err, &oa) && oa.OpenUntil().After(openUntil) {
+			openUntil = oa.OpenUntil()
+		}
+		if service.ClassOf(err) == service.ClassInsufficient && !openUntil.IsZero() {
+			// "Insufficient credits" is final only if no earlier attempt
+			// can still apply the deduction after it (with credits
+			// granted meanwhile): wait those out and ask again.
+			if at := openUntil.Add(clockAllowance); time.Now().Before(at) {
+				if err := sleepUntil(ctx, at, deadline); err != nil {
+					return zero, fmt.Errorf("%w: shard %d: refused while an earlier attempt may still apply, outcome unknown: %w", service.ErrUnavailable, shard, err)
+				}
+				lastErr, settled = err, true
+				continue
+			}
 		}
 		if err == nil || (!retryable(err) && rctx.Err() == nil) {
 			return res, err
@@ -121,10 +153,15 @@ func retryable(err error) bool {
 func sleep(ctx context.Context, n int, deadline time.Time) error {
 	d := time.Duration(rand.Int64N(int64(20*time.Millisecond) << min(n-1, 5)))
 	d = min(d, 500*time.Millisecond)
-	if time.Now().Add(d).After(deadline) {
+	return sleepUntil(ctx, time.Now().Add(d), deadline)
+}
+
+// sleepUntil waits until at, or fails if the deadline comes first.
+func sleepUntil(ctx context.Context, at, deadline time.Time) error {
+	if at.After(deadline) {
 		return context.DeadlineExceeded
 	}
-	t := time.NewTimer(d)
+	t := time.NewTimer(time.Until(at))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -293,3 +293,79 @@ func userLedBy(w *world, n *fakeNode, node string) string {
 		}
 	}
 }
+
+// openErr is an attempt sent and not answered, startable until until.
+type openErr struct{ until time.Time }
+
+func (e openErr) Error() string        { return "sent, no reply" }
+func (e openErr) Unwrap() error        { return service.ErrUnavailable }
+func (e openErr) OpenUntil() time.Time { return e.until }
+
+// heldOnce is a remote whose first deduction goes unanswered and reaches
+// the leader later, within its deadline, after more credits were granted:
+// what a forward held up in a partition does.
+type heldOnce struct {
+	*remote
+	dir      *actors.Directory // the leader's
+	openFor  time.Duration
+	held     atomic.Bool
+	lateDone chan error
+	calls    []time.Time
+	mu       sync.Mutex
+}
+
+func (h *heldOnce) Deduct(ctx context.Context, user string, d ledger.Deduction) (actors.WriteResult, error) {
+	h.mu.Lock()
+	h.calls = append(h.calls, time.Now())
+	h.mu.Unlock()
+	if h.held.CompareAndSwap(false, true) {
+		until := time.Now().Add(h.openFor)
+		go func() {
+			time.Sleep(h.openFor / 2)
+			if _, err := h.dir.Grant(context.Background(), user, ledger.Grant{ID: "more", Amount: 100, ExpiresAt: ledger.Never}); err != nil {
+				h.lateDone <- err
+				return
+			}
+			_, err := h.dir.Deduct(context.Background(), user, d)
+			h.lateDone <- err
+		}()
+		return actors.WriteResult{}, openErr{until}
+	}
+	return h.remote.Deduct(ctx, user, d)
+}
+
+// A refusal that follows an attempt which was sent and not answered is not
+// passed on while that attempt may still start: the router waits it out,
+// asks again, and answers what the leader then says.
+func TestRefusalWaitsOutOpenAttempts(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	a := nodes[0]
+	ctx := context.Background()
+	user := userLedBy(w, a, "b")
+	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 100, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	h := &heldOnce{remote: a.remote, dir: w.dirs["b"], openFor: 200 * time.Millisecond, lateDone: make(chan error, 1)}
+	r := New(w.dirs["a"], a.router.loc, Options{Deadline: 2 * time.Second, Remote: h})
+
+	start := time.Now()
+	res, err := r.Deduct(ctx, user, ledger.Deduction{ID: "d", Amount: 150, Timestamp: 10})
+	if err != nil {
+		t.Fatalf("deduct = %v; the held attempt applied it, so the answer is its duplicate", err)
+	}
+	if !res.Duplicate {
+		t.Errorf("deduct = %+v, want the duplicate of the held attempt", res)
+	}
+	if err := <-h.lateDone; err != nil {
+		t.Fatalf("the held attempt: %v", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := len(h.calls); n < 3 {
+		t.Fatalf("%d attempts, want at least 3: held, refused, asked again", n)
+	}
+	last := h.calls[len(h.calls)-1]
+	if settled := start.Add(h.openFor + clockAllowance); last.Before(settled) {
+		t.Errorf("asked again %v after the start, before the held attempt settled", last.Sub(start))
+	}
+}
