@@ -7,6 +7,13 @@
 // re-sending a write after a timeout or an UNAVAILABLE error is always safe:
 // a write that had in fact been applied comes back with Duplicate set.
 //
+// An "insufficient credits" answer is final for the call: when it follows
+// an attempt that was sent and not answered, which the cluster could
+// still apply until that attempt's deadline, the client waits the
+// deadline out (plus 250 ms for clocks that disagree) and asks again. If
+// the retry budget does not allow it, the call ends with
+// ErrOutcomeUnknown instead. See docs/semantics.md.
+//
 // A Client is safe for concurrent use. Create one per process and Close it
 // when done.
 package client
@@ -48,6 +55,14 @@ const MaxBatchOps = 1000
 // another one is available: long enough for a retry to go elsewhere, short
 // enough that a node which comes back gets traffic again soon.
 const suspectFor = 2 * time.Second
+
+// settleAfter is how long past an unanswered attempt's deadline a node may
+// still take it up: the time the request spent reaching the node, plus
+// how far the nodes' clocks may lag this one's (docs/semantics.md). Nodes
+// start no write past its deadline; until then an attempt that got no
+// answer may still apply, so a later attempt's "insufficient credits" is
+// only trusted once every such attempt is this far past its deadline.
+const settleAfter = 250 * time.Millisecond
 
 // Options configures a Client.
 type Options struct {
@@ -162,6 +177,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
 		}),
+		grpc.WithStatsHandler(sentTracker{}),
 	}, opts.DialOptions...)
 	for _, addr := range opts.Endpoints {
 		addr = strings.TrimSpace(addr)
@@ -214,11 +230,16 @@ func (c *Client) pick(i int) (*endpoint, int) {
 
 func (c *Client) start() int { return int(c.rr.Add(1) % uint64(len(c.eps))) }
 
-func (c *Client) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// attemptContext is the context of one attempt, and the flag that says
+// whether it was sent.
+func (c *Client) attemptContext(ctx context.Context) (context.Context, context.CancelFunc, *atomic.Bool) {
+	ctx, sent := withSentFlag(ctx)
 	if c.timeout > 0 {
-		return context.WithTimeout(ctx, c.timeout)
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		return ctx, cancel, sent
 	}
-	return context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	return ctx, cancel, sent
 }
 
 // transient reports whether a failed attempt may succeed if sent again, and
@@ -252,6 +273,84 @@ type retrier struct {
 	failures     int // transient failures, not counting a done ctx
 	maybeApplied bool
 	last         error
+	open         openAttempts
+}
+
+// openAttempts tracks the attempts of one write that got no answer: until
+// they are settled (past their deadline by settleAfter), a node may still
+// apply one of them.
+type openAttempts struct {
+	until   time.Time // the latest deadline among them
+	forever bool      // one had no deadline
+}
+
+// add records an unanswered attempt whose context was actx.
+func (o *openAttempts) add(actx context.Context) {
+	d, ok := actx.Deadline()
+	switch {
+	case !ok:
+		o.forever = true
+	case d.After(o.until):
+		o.until = d
+	}
+}
+
+// settledAt is when every recorded attempt is settled; ok is false if one
+// never is.
+func (o *openAttempts) settledAt() (t time.Time, ok bool) {
+	if o.forever {
+		return time.Time{}, false
+	}
+	if o.until.IsZero() {
+		return time.Time{}, true
+	}
+	return o.until.Add(settleAfter), true
+}
+
+// join makes o cover the attempts of p too.
+func (o *openAttempts) join(p openAttempts) {
+	o.forever = o.forever || p.forever
+	if p.until.After(o.until) {
+		o.until = p.until
+	}
+}
+
+// unsettled reports whether one of the attempts may still apply at now.
+func (o *openAttempts) unsettled(now time.Time) bool {
+	at, ok := o.settledAt()
+	return !ok || now.Before(at)
+}
+
+// settle waits until every attempt o records is settled, so that the next
+// attempt's refusal is final. It returns false, at once, if the budget or
+// ctx does not allow the wait; the outcome is then unknown.
+func (r *retrier) settle(ctx context.Context, o openAttempts) bool {
+	at, ok := o.settledAt()
+	if !ok || r.c.budget < 0 || at.After(r.deadline) {
+		return false
+	}
+	if d, has := ctx.Deadline(); has && at.After(d) {
+		return false
+	}
+	wait := at.Sub(r.c.now())
+	if wait <= 0 {
+		return true
+	}
+	r.c.log.DebugContext(ctx, "ration: refused while an earlier attempt may still apply; waiting it out",
+		"method", r.k.method, "id", r.k.id, "wait", wait)
+	return pause(ctx, wait)
+}
+
+// pause waits for d; false if ctx ends first.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 func (c *Client) retrier(k call) *retrier {
@@ -275,14 +374,7 @@ func (r *retrier) again(ctx context.Context, ep *endpoint, err error, maybeAppli
 	}
 	r.c.log.DebugContext(ctx, "ration: retrying", "method", r.k.method, "id", r.k.id,
 		"endpoint", ep.addr, "attempt", r.attempts, "backoff", wait, "err", err)
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return pause(ctx, wait)
 }
 
 // giveUp is the error after the last attempt: unknown outcome for a write
@@ -325,7 +417,7 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 		ep, at := c.pick(pos)
 		pos = at
 		r.attempts++
-		actx, cancel := c.attemptContext(ctx)
+		actx, cancel, sent := c.attemptContext(ctx)
 		err := f(actx, ep)
 		cancel()
 		if err == nil {
@@ -339,7 +431,21 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 		}
 		retry, maybeApplied := transient(status.Code(err))
 		if !retry {
-			return c.final(k, err)
+			mapped := c.final(k, err)
+			if k.write && errors.Is(mapped, ErrInsufficientCredits) && r.open.unsettled(c.now()) {
+				// An earlier attempt got no answer and may still apply,
+				// after this refusal: ask again once it cannot.
+				r.last = fmt.Errorf("refused (%v) while an earlier attempt may still apply", mapped)
+				if !r.settle(ctx, r.open) {
+					r.maybeApplied = true
+					return r.giveUp(ctx)
+				}
+				continue
+			}
+			return mapped
+		}
+		if k.write && sent.Load() {
+			r.open.add(actx)
 		}
 		if !r.again(ctx, ep, err, maybeApplied) {
 			return r.giveUp(ctx)

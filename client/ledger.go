@@ -222,6 +222,7 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 	maybeApplied := make([]bool, len(ops))
 	attempts := make([]int, len(ops))
 	lastErr := make([]error, len(ops))
+	open := make([]openAttempts, len(ops))
 
 	giveUp := func() {
 		for _, i := range pending {
@@ -267,11 +268,15 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 		ep, at := c.pick(pos)
 		pos = at
 		r.attempts++
-		actx, cancel := c.attemptContext(ctx)
+		actx, cancel, sent := c.attemptContext(ctx)
 		resp, err := ep.ledger.Batch(actx, req)
 		cancel()
 
 		var callErr error
+		// The operations refused while an earlier attempt of theirs may
+		// still apply: re-sent once that attempt cannot (see Client.do).
+		var unsettled openAttempts
+		refusedEarly := false
 		switch {
 		case err != nil && ctx.Err() != nil:
 			for _, i := range pending {
@@ -291,6 +296,9 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 			for _, i := range pending {
 				maybeApplied[i] = maybeApplied[i] || maybe
 				lastErr[i] = err
+				if sent.Load() {
+					open[i].add(actx)
+				}
 			}
 			callErr = err
 		case len(resp.GetResults()) != len(pending):
@@ -314,11 +322,20 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 					code := parseCode(v.Error.GetCode())
 					retry, maybe := transient(code)
 					if !retry {
-						results[i] = OpResult{Err: fromOpError(v.Error)}
+						opErr := fromOpError(v.Error)
+						if errors.Is(opErr, ErrInsufficientCredits) && open[i].unsettled(c.now()) {
+							lastErr[i] = fmt.Errorf("refused (%v) while an earlier attempt may still apply", opErr)
+							unsettled.join(open[i])
+							refusedEarly = true
+							next = append(next, i)
+							continue
+						}
+						results[i] = OpResult{Err: opErr}
 						continue
 					}
 					maybeApplied[i] = maybeApplied[i] || maybe
 					lastErr[i] = fromOpError(v.Error)
+					open[i].add(actx)
 					callErr = lastErr[i]
 					next = append(next, i)
 				default:
@@ -328,6 +345,18 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 			pending = next
 			if len(pending) == 0 {
 				return
+			}
+		}
+		if refusedEarly {
+			if !r.settle(ctx, unsettled) {
+				for _, i := range pending {
+					maybeApplied[i] = maybeApplied[i] || open[i].unsettled(c.now())
+				}
+				giveUp()
+				return
+			}
+			if callErr == nil {
+				continue
 			}
 		}
 		if !r.again(ctx, ep, callErr, false) {
