@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ration/ration/client"
 	"github.com/ration/ration/shards"
+	"github.com/ration/ration/test/chaos/check"
+	"github.com/ration/ration/test/chaos/report"
 	"github.com/ration/ration/test/chaos/workload"
 )
 
@@ -175,5 +178,33 @@ func TestHotShardIsWhereMostHotUsersAre(t *testing.T) {
 		if !ok || n > count[got] {
 			t.Fatalf("hot shard %d has %d hot users, shard %d has %d", got, count[got], s, n)
 		}
+	}
+}
+
+// A failed run names its failed checks and its first anomalies in the log,
+// which is all CI keeps.
+func TestPrintFailure(t *testing.T) {
+	r := report.Report{Checks: map[string]report.CheckResult{
+		report.CheckInvariants:      {Pass: false, Detail: "1 invariant anomalies"},
+		report.CheckStateHashes:     {Pass: true, Detail: "fine"},
+		report.CheckLiveness:        {Pass: true},
+		report.CheckLinearizability: {Pass: false, Detail: "1 users not linearizable"},
+	}}
+	for i := range maxPrinted + 2 {
+		r.Anomalies = append(r.Anomalies, check.Anomaly{Kind: check.KindPhantomWrite, User: fmt.Sprintf("u-%d", i), Detail: "deduct d1 is in the final history"})
+	}
+	var b strings.Builder
+	printFailure(&b, r)
+	out := b.String()
+	for _, want := range []string{
+		"check invariants failed: 1 invariant anomalies", "check linearizability failed",
+		"anomaly phantom-write u-0: deduct d1", fmt.Sprintf("anomaly phantom-write u-%d", maxPrinted-1), "2 more anomalies",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "state-hashes") || strings.Contains(out, fmt.Sprintf("u-%d:", maxPrinted)) {
+		t.Errorf("output has a passed check or too many anomalies:\n%s", out)
 	}
 }

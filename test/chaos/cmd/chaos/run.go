@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -278,8 +279,33 @@ func verdict(o options, nodes int, g outcome) (string, int, error) {
 	code := exitPass
 	if !r.Pass {
 		code = exitFail
+		printFailure(os.Stderr, r)
 	}
 	return report.Summary(r), code, nil
+}
+
+// maxPrinted bounds the anomalies a failed run prints; report.json has
+// them all. CI keeps only the log, so the first ones must be in it.
+const maxPrinted = 5
+
+// printFailure writes what failed, and the first anomalies, to w.
+func printFailure(w io.Writer, r report.Report) {
+	for _, name := range slices.Sorted(maps.Keys(r.Checks)) {
+		if c := r.Checks[name]; !c.Pass {
+			fmt.Fprintf(w, "chaos: check %s failed: %s\n", name, c.Detail)
+		}
+	}
+	for i, a := range r.Anomalies {
+		if i == maxPrinted {
+			fmt.Fprintf(w, "chaos: %d more anomalies in report.json\n", len(r.Anomalies)-maxPrinted)
+			break
+		}
+		d := a.Detail
+		if len(d) > 1000 {
+			d = d[:1000] + "..."
+		}
+		fmt.Fprintf(w, "chaos: anomaly %s %s: %s\n", a.Kind, a.User, d)
+	}
 }
 
 func linCheck(res check.Result) report.CheckResult {
