@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/ration/ration/actors"
@@ -35,6 +37,7 @@ import (
 	"github.com/ration/ration/raftfsm"
 	"github.com/ration/ration/service"
 	"github.com/ration/ration/shards"
+	"github.com/ration/ration/tlsfiles"
 )
 
 // Node is a running Ration node.
@@ -187,10 +190,22 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		return nil, fmt.Errorf("grpc listener: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.grpcLn.Close() })
-	n.grpcSrv = grpc.NewServer(
+	grpcOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(max(cfg.MaxRequestBytes, 4<<20))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	var tlsFiles *tlsfiles.Files
+	if cfg.TLSCert != "" {
+		tlsFiles, err = tlsfiles.Load(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, logger.With("component", "tls"))
+		if err != nil {
+			return nil, err
+		}
+		// With a CA bundle every gRPC client, other nodes included, must
+		// present a certificate it signed.
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig(tls.RequireAndVerifyClientCert))))
+		n.peers.creds = credentials.NewTLS(tlsFiles.PeerConfig())
+	}
+	n.grpcSrv = grpc.NewServer(grpcOpts...)
 	grpcapi.Register(n.grpcSrv, svc, n.status, n.reg)
 
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr())
@@ -211,6 +226,15 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	n.httpSrv.Handler = chaosRoutes(n.httpSrv.Handler)
+	if tlsFiles != nil {
+		// Kubelet probes and scrapers may come without a certificate:
+		// the TLS layer verifies one if given, and the API paths require
+		// it (requireClientCert).
+		n.httpSrv.TLSConfig = tlsFiles.ServerConfig(tls.VerifyClientCertIfGiven)
+		if tlsFiles.HasCA() {
+			n.httpSrv.Handler = requireClientCert(n.httpSrv.Handler)
+		}
+	}
 
 	if clustered(n) {
 		n.newRebalancer()
@@ -221,7 +245,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		}
 	}()
 	go func() {
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := n.httpSrv.Serve
+		if n.httpSrv.TLSConfig != nil {
+			serve = func(ln net.Listener) error { return n.httpSrv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server", "err", err)
 		}
 	}()

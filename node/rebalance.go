@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	rationv1 "github.com/ration/ration/api/rationv1"
@@ -19,6 +20,9 @@ import (
 // peers caches gRPC connections to other nodes' Admin service, for the
 // rebalancer's catch-up checks and the join check of formation.
 type peers struct {
+	// creds are for the calls: plaintext, or TLS (tlsfiles.PeerConfig)
+	// when the node serves TLS.
+	creds  credentials.TransportCredentials
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	recent map[string]recentStatus // by address, for leaderReplicas
@@ -62,7 +66,11 @@ func (p *peers) status(ctx context.Context, addr string) (*rationv1.StatusRespon
 	cc, ok := p.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds := p.creds
+		if creds == nil {
+			creds = insecure.NewCredentials()
+		}
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			p.mu.Unlock()
 			return nil, err

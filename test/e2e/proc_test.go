@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -102,13 +103,29 @@ type proc struct {
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan error
+	// tls, when set, is how to reach the node's HTTP port: it serves
+	// HTTPS.
+	tls *tls.Config
 }
 
 func newProc(t *testing.T, extra ...string) *proc {
 	return &proc{t: t, id: "e2e", dataDir: t.TempDir(), ports: freePorts(t, 4), extra: extra}
 }
 
-func (p *proc) base() string { return "http://127.0.0.1:" + strconv.Itoa(p.ports[0]) }
+func (p *proc) base() string {
+	if p.tls != nil {
+		return "https://127.0.0.1:" + strconv.Itoa(p.ports[0])
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(p.ports[0])
+}
+
+// httpClient reaches the node's HTTP port.
+func (p *proc) httpClient() *http.Client {
+	if p.tls == nil {
+		return httpc
+	}
+	return &http.Client{Timeout: httpc.Timeout, Transport: &http.Transport{TLSClientConfig: p.tls}}
+}
 
 func (p *proc) grpcAddr() string { return "127.0.0.1:" + strconv.Itoa(p.ports[1]) }
 
@@ -148,7 +165,7 @@ func (p *proc) start() {
 			t.Fatalf("node exited during start: %v\n%s", err, p.log())
 		default:
 		}
-		resp, err := http.Get(p.base() + "/readyz")
+		resp, err := p.httpClient().Get(p.base() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
