@@ -57,6 +57,9 @@ type globals struct {
 	retryBudget time.Duration
 	tls         bool
 	caFile      string
+	certFile    string
+	keyFile     string
+	serverName  string
 	verbose     bool
 }
 
@@ -158,6 +161,9 @@ absolute times to repeat a command: "now" and offsets resolve anew.`,
 	pf.DurationVar(&a.g.retryBudget, "retry-budget", client.DefaultRetryBudget, "how long to retry transient failures (same ids); negative disables retries")
 	pf.BoolVar(&a.g.tls, "tls", false, "use TLS (system roots unless --ca)")
 	pf.StringVar(&a.g.caFile, "ca", "", "PEM file of CA certificates to trust (implies --tls)")
+	pf.StringVar(&a.g.certFile, "cert", "", "client certificate (PEM) for nodes that require one; needs --key, implies --tls")
+	pf.StringVar(&a.g.keyFile, "key", "", "private key (PEM) of --cert")
+	pf.StringVar(&a.g.serverName, "server-name", "", "name the nodes' certificate must carry, when --addr names them otherwise (a port-forward); implies --tls")
 	pf.BoolVarP(&a.g.verbose, "verbose", "v", false, "log retries on stderr")
 
 	root.AddCommand(
@@ -193,10 +199,20 @@ func (a *App) endpoints() []string {
 }
 
 func (a *App) tlsConfig() (*tls.Config, error) {
-	if !a.g.tls && a.g.caFile == "" {
+	if !a.g.tls && a.g.caFile == "" && a.g.certFile == "" && a.g.keyFile == "" && a.g.serverName == "" {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: a.g.serverName}
+	if (a.g.certFile == "") != (a.g.keyFile == "") {
+		return nil, usageError{errors.New("--cert and --key go together")}
+	}
+	if a.g.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.g.certFile, a.g.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert, --key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
 	if a.g.caFile != "" {
 		pem, err := os.ReadFile(a.g.caFile)
 		if err != nil {
