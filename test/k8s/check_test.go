@@ -523,6 +523,23 @@ func (c *checker) linkConfig(sts *appsv1.StatefulSet, ctr *corev1.Container, cfg
 	if !onClaim {
 		c.addf("%s: --data-dir %q is not on a writable volumeClaimTemplate mount", where, cfg.DataDir)
 	}
+	// With TLS the HTTP port speaks only HTTPS: probes and scrapes over
+	// plain HTTP would fail, and the pods never become ready.
+	scheme, metricsScheme := corev1.URISchemeHTTP, ""
+	if cfg.TLSCert != "" {
+		scheme, metricsScheme = corev1.URISchemeHTTPS, "https"
+	}
+	for name, pr := range map[string]*corev1.Probe{"readinessProbe": ctr.ReadinessProbe, "livenessProbe": ctr.LivenessProbe, "startupProbe": ctr.StartupProbe} {
+		if pr == nil || pr.HTTPGet == nil {
+			continue
+		}
+		if got := cmp.Or(pr.HTTPGet.Scheme, corev1.URISchemeHTTP); got != scheme {
+			c.addf("%s: %s scheme %s, but the node serves %s (--tls-cert %q)", where, name, got, scheme, cfg.TLSCert)
+		}
+	}
+	if got := sts.Spec.Template.Annotations["prometheus.io/scheme"]; got != metricsScheme && !(got == "http" && metricsScheme == "") {
+		c.addf("%s: pod annotation prometheus.io/scheme is %q, want %q", where, got, cmp.Or(metricsScheme, "http or none"))
+	}
 	for _, f := range []struct{ flag, path string }{{"--tls-cert", cfg.TLSCert}, {"--tls-key", cfg.TLSKey}, {"--tls-ca", cfg.TLSCA}} {
 		if f.path == "" {
 			continue

@@ -162,6 +162,13 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 			"REPLACE_ME_with_base64_of_32_random_bytes", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "meant to be a placeholder"},
 		{"missing Secret", "dev", "overlays/dev/kustomization.yaml",
 			"- name: ration-gossip\n", "- name: ration-gossip-dev\n", "secretKeyRef ration-gossip/RATION_GOSSIP_KEY not found"},
+		{"probe over plain HTTP with TLS on", "prod", "components/tls/kustomization.yaml",
+			"                readinessProbe:\n                  httpGet:\n                    scheme: HTTPS\n", "",
+			"readinessProbe scheme HTTP, but the node serves HTTPS"},
+		{"scrapes over plain HTTP with TLS on", "prod", "components/tls/kustomization.yaml",
+			`prometheus.io/scheme: "https"`, `prometheus.io/scheme: "http"`, `prometheus.io/scheme is "http", want "https"`},
+		{"TLS files off the mount", "prod", "components/tls/kustomization.yaml",
+			"value: /etc/ration/tls/tls.key", "value: /etc/tls.key", `--tls-key "/etc/tls.key" is not on a read-only volume mount`},
 		{"latest image", "prod", "overlays/prod/kustomization.yaml",
 			"newTag: v0.1.0", "newTag: latest", "needs an explicit tag"},
 	} {
