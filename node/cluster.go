@@ -19,6 +19,7 @@ import (
 	"github.com/ration/ration/cluster/placement"
 	"github.com/ration/ration/service"
 	"github.com/ration/ration/shards"
+	"github.com/ration/ration/tlsfiles"
 )
 
 // clustered reports whether the node forms or joins a cluster rather than
@@ -66,6 +67,7 @@ func (n *Node) startActors() error {
 		Locator:       locator{n},
 		Directory:     activator{n},
 		Logger:        n.log.With("component", "actorcluster"),
+		TLS:           actorTLS(n.tls),
 	})
 	if err != nil {
 		return err
@@ -249,4 +251,13 @@ func (p peerAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 		return raft.ServerAddress(m.Meta.RaftAddr), nil
 	}
 	return "", errNoPeer
+}
+
+// actorTLS is the actor cluster's TLS: none without TLS files (a nil
+// *tlsfiles.Files in the interface would read as set).
+func actorTLS(f *tlsfiles.Files) actorcluster.TLSConfigs {
+	if f == nil {
+		return nil
+	}
+	return f
 }

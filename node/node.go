@@ -63,6 +63,8 @@ type Node struct {
 	// node.
 	rebalancer *rebalance.Reconciler
 	peers      peers
+	// tls is the node's TLS files; nil without --tls-cert.
+	tls *tlsfiles.Files
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -95,11 +97,23 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		}
 	}()
 
+	if cfg.TLSCert != "" {
+		n.tls, err = tlsfiles.Load(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, logger.With("component", "tls"))
+		if err != nil {
+			return nil, err
+		}
+	}
+
 	raftLn, err := net.Listen("tcp", cfg.RaftAddr())
 	if err != nil {
 		return nil, fmt.Errorf("raft listener: %w", err)
 	}
-	n.mux = mux.New(raftLn, mux.WithLogger(logger.With("component", "mux")))
+	muxOpts := []mux.Option{mux.WithLogger(logger.With("component", "mux"))}
+	if n.tls != nil {
+		// Raft between nodes: both ends present the node certificate.
+		muxOpts = append(muxOpts, mux.WithTLS(n.tls.ServerConfig(tls.RequireAndVerifyClientCert), n.tls.PeerConfig()))
+	}
+	n.mux = mux.New(raftLn, muxOpts...)
 	go func() { _ = n.mux.Serve() }()
 	cleanup = append(cleanup, func() { _ = n.mux.Close() })
 
@@ -194,16 +208,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		grpc.MaxRecvMsgSize(int(max(cfg.MaxRequestBytes, 4<<20))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
-	var tlsFiles *tlsfiles.Files
-	if cfg.TLSCert != "" {
-		tlsFiles, err = tlsfiles.Load(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, logger.With("component", "tls"))
-		if err != nil {
-			return nil, err
-		}
+	if n.tls != nil {
 		// With a CA bundle every gRPC client, other nodes included, must
 		// present a certificate it signed.
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig(tls.RequireAndVerifyClientCert))))
-		n.peers.creds = credentials.NewTLS(tlsFiles.PeerConfig())
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(n.tls.ServerConfig(tls.RequireAndVerifyClientCert))))
+		n.peers.creds = credentials.NewTLS(n.tls.PeerConfig())
 	}
 	n.grpcSrv = grpc.NewServer(grpcOpts...)
 	grpcapi.Register(n.grpcSrv, svc, n.status, n.reg)
@@ -226,12 +235,12 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	n.httpSrv.Handler = chaosRoutes(n.httpSrv.Handler)
-	if tlsFiles != nil {
+	if n.tls != nil {
 		// Kubelet probes and scrapers may come without a certificate:
 		// the TLS layer verifies one if given, and the API paths require
 		// it (requireClientCert).
-		n.httpSrv.TLSConfig = tlsFiles.ServerConfig(tls.VerifyClientCertIfGiven)
-		if tlsFiles.HasCA() {
+		n.httpSrv.TLSConfig = n.tls.ServerConfig(tls.VerifyClientCertIfGiven)
+		if n.tls.HasCA() {
 			n.httpSrv.Handler = requireClientCert(n.httpSrv.Handler)
 		}
 	}

@@ -8,6 +8,7 @@ package actorcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/cluster/actorcluster/actorpb"
@@ -57,6 +60,16 @@ type Config struct {
 	// AvoidFor is how long a node whose connection was lost is passed over
 	// when looking for a shard's leader (default 1s).
 	AvoidFor time.Duration
+	// TLS, when set, carries actor traffic over TLS both ways, each node
+	// presenting its certificate. Nil: plaintext.
+	TLS TLSConfigs
+}
+
+// TLSConfigs hands out the TLS configurations of a node's listeners and of
+// its calls to other nodes (tlsfiles.Files).
+type TLSConfigs interface {
+	ServerConfig(tls.ClientAuthType) *tls.Config
+	PeerConfig() *tls.Config
 }
 
 // HeartbeatExpiration is protoactor's gossip heartbeat expiry: never, in
@@ -111,7 +124,13 @@ func Start(cfg Config) (*Cluster, error) {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]" // remote joins host and port with a bare colon
 	}
-	rc := remote.Configure(host, cfg.Port, remote.WithAdvertisedHost(cfg.AdvertiseAddr))
+	ropts := []remote.ConfigOption{remote.WithAdvertisedHost(cfg.AdvertiseAddr)}
+	if cfg.TLS != nil {
+		ropts = append(ropts,
+			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(cfg.TLS.ServerConfig(tls.RequireAndVerifyClientCert)))),
+			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS.PeerConfig()))))
+	}
+	rc := remote.Configure(host, cfg.Port, ropts...)
 	// An endpoint that cannot connect gives up after one try (and a 2s
 	// pause) instead of five: requests to a dead node are failed by the
 	// caller's attempt timeout anyway, and the lookup moves on.

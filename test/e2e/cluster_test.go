@@ -15,6 +15,13 @@ import (
 // newCluster starts n real nodes on 127.0.0.1 that join each other and
 // form the shards together.
 func newCluster(t *testing.T, n int, extra ...string) []*proc {
+	procs := clusterProcs(t, n, extra...)
+	startAll(procs)
+	return procs
+}
+
+// clusterProcs makes n nodes that join each other, not started yet.
+func clusterProcs(t *testing.T, n int, extra ...string) []*proc {
 	var procs []*proc
 	for i := 0; i < n; i++ {
 		p := newProc(t, extra...)
@@ -28,14 +35,18 @@ func newCluster(t *testing.T, n int, extra ...string) []*proc {
 	for _, p := range procs {
 		p.extra = append(p.extra, "--join", strings.Join(seeds, ","), "--bootstrap-expect", strconv.Itoa(n))
 	}
-	// Start them together: each waits for the others before forming.
+	return procs
+}
+
+// startAll starts the nodes together: each waits for the others before
+// forming.
+func startAll(procs []*proc) {
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.start() }()
 	}
 	wg.Wait()
-	return procs
 }
 
 // The vectors through a 3-node cluster, each step sent to another node in
@@ -247,7 +258,7 @@ func checkReplicasConverge(t *testing.T, procs []*proc) {
 // statusOf asks one node for its view of the cluster.
 func statusOf(ctx context.Context, t *testing.T, p *proc, opts ...client.StatusOption) client.ClusterStatus {
 	t.Helper()
-	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}})
+	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, TLS: p.grpcTLS})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,8 +104,8 @@ type proc struct {
 	logPath string
 	exited  chan error
 	// tls, when set, is how to reach the node's HTTP port: it serves
-	// HTTPS.
-	tls *tls.Config
+	// HTTPS. grpcTLS is how the tests' gRPC clients reach it.
+	tls, grpcTLS *tls.Config
 }
 
 func newProc(t *testing.T, extra ...string) *proc {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,25 +19,39 @@ import (
 	"github.com/ration/ration/tlsfiles/tlsfilestest"
 )
 
-// A node with --tls-cert, --tls-key and --tls-ca serves gRPC and HTTP over
-// TLS, asks API clients for a certificate from the CA (probes and metrics
-// excepted), and picks up a rotated certificate without a restart.
-func TestTLSNode(t *testing.T) {
-	dir := t.TempDir()
-	ca := tlsfilestest.NewCA(t, "ration-test-ca")
-	caFile := filepath.Join(dir, "ca.crt")
-	tlsfilestest.WriteFile(t, caFile, ca.PEM)
-	first := ca.Issue(t, "ration-0", net.ParseIP("127.0.0.1"))
-	certFile, keyFile := first.Write(t, dir, "node")
+// pki is a test CA, its bundle on disk, and client TLS configs trusting it:
+// without a client certificate, and with one it signed.
+type pki struct {
+	dir, caFile         string
+	ca                  *tlsfilestest.CA
+	anonymous, withCert *tls.Config
+}
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	k := pki{dir: t.TempDir(), ca: tlsfilestest.NewCA(t, "ration-test-ca")}
+	k.caFile = filepath.Join(k.dir, "ca.crt")
+	tlsfilestest.WriteFile(t, k.caFile, k.ca.PEM)
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.PEM)
-	c := ca.Issue(t, "scheduler")
+	roots.AppendCertsFromPEM(k.ca.PEM)
+	c := k.ca.Issue(t, "scheduler")
 	cert, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	anonymous := &tls.Config{RootCAs: roots}
-	withCert := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}
+	k.anonymous = &tls.Config{RootCAs: roots}
+	k.withCert = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}
+	return k
+}
+
+// A node with --tls-cert, --tls-key and --tls-ca serves gRPC and HTTP over
+// TLS, asks API clients for a certificate from the CA (probes and metrics
+// excepted), and picks up a rotated certificate without a restart.
+func TestTLSNode(t *testing.T) {
+	k := newPKI(t)
+	dir, ca, caFile, anonymous, withCert := k.dir, k.ca, k.caFile, k.anonymous, k.withCert
+	first := ca.Issue(t, "ration-0", net.ParseIP("127.0.0.1"))
+	certFile, keyFile := first.Write(t, dir, "node")
 
 	p := newProc(t, "--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", caFile)
 	p.tls = anonymous // readiness: /readyz needs no certificate
@@ -130,4 +147,68 @@ func serverSerial(base string, cfg *tls.Config) (*big.Int, error) {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
+}
+
+// A cluster with TLS on: raft between nodes, actor traffic and the nodes'
+// status calls to each other all go over TLS with the node certificate.
+// Writes sent to any node land on their shard's leader, every replica
+// applies them, and the raft port does not speak plaintext.
+func TestTLSCluster(t *testing.T) {
+	k := newPKI(t)
+	withCert := k.withCert
+	certFile, keyFile := k.ca.Issue(t, "ration-node", net.ParseIP("127.0.0.1")).Write(t, k.dir, "node")
+	procs := clusterProcs(t, 3, "--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", k.caFile)
+	for _, p := range procs {
+		p.tls, p.grpcTLS = k.anonymous, withCert
+	}
+	startAll(procs)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Every node takes a grant for every user: most are forwarded.
+	const users = 12
+	var clients []*client.Client
+	for _, p := range procs {
+		cl, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, TLS: withCert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		clients = append(clients, cl)
+	}
+	for i, cl := range clients {
+		for u := range users {
+			if _, err := cl.Grant(ctx, fmt.Sprintf("tls-c-u%d", u), client.Grant{ID: fmt.Sprintf("g%d", i), Amount: 1}); err != nil {
+				t.Fatalf("grant through %s: %v", procs[i].id, err)
+			}
+		}
+	}
+	for i, cl := range clients {
+		for u := range users {
+			if b, err := cl.Balance(ctx, fmt.Sprintf("tls-c-u%d", u), nil); err != nil || b.Balance != int64(len(procs)) {
+				t.Fatalf("balance of tls-c-u%d through %s: %+v, %v; want %d", u, procs[i].id, b, err, len(procs))
+			}
+		}
+	}
+	checkReplicasConverge(t, procs)
+
+	// The raft and actor ports end a plaintext connection at once; a
+	// plaintext mux would hold it open, waiting for raft's first message,
+	// and a plaintext gRPC server for the rest of an HTTP/2 preface.
+	for _, port := range []int{procs[0].ports[3], procs[0].ports[3] + 1} {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = conn.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("port %d held a plaintext connection open (read: %v)", port, err)
+		}
+	}
 }
