@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,14 +38,21 @@ type member struct {
 	c     *client.Client
 }
 
-// freePorts finds ports free for TCP and UDP (gossip uses both). The last
-// is for raft, and the port after it, for actor traffic, is free too.
+// freePorts finds ports free for TCP and UDP (gossip uses both), in
+// 10000-19999: test/e2e, which may run at the same time in another
+// process, draws from 20000-29999. The last is for raft, and the port
+// after it, for actor traffic, is free too.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	var ports []int
 	for len(ports) < n {
-		port := 20000 + rand.IntN(12000)
-		if slices.Contains(ports, port) || slices.Contains(ports, port+1) || slices.Contains(ports, port-1) {
+		port := 10000 + rand.IntN(10000)
+		// Handed out earlier in this process, to a node that may not have
+		// bound it yet, or next to one (raft's neighbour is the actor
+		// port).
+		if handedOut.ports[port] || handedOut.ports[port+1] || handedOut.ports[port-1] {
 			continue
 		}
 		if len(ports) == n-1 && !freeTCP(port+1) {
@@ -61,9 +69,19 @@ func freePorts(t *testing.T, n int) []int {
 		}
 		pc.Close()
 		ports = append(ports, port)
+		handedOut.ports[port] = true
 	}
+	handedOut.ports[ports[n-1]+1] = true
 	return ports
 }
+
+// handedOut is every port freePorts returned in this process: the nodes of
+// a cluster get theirs before any of them binds, so the check that a port
+// is free cannot tell them apart.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 func freeTCP(port int) bool {
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))

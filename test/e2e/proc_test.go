@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,15 +54,21 @@ func nodeBinary(t *testing.T) string {
 // freePorts returns n ports that were free a moment ago, for TCP and UDP
 // (gossip uses both). They are drawn below the kernel's ephemeral range, so
 // the ":0" listeners and outgoing connections of other tests running at the
-// same time cannot take them between this check and the node's bind.
-// The last is for raft, and the port after it, for actor traffic, is free
-// too.
+// same time cannot take them between this check and the node's bind, and
+// in 20000-29999, so that node's in-process cluster tests (10000-19999),
+// running at the same time in another process, cannot either. The last is
+// for raft, and the port after it, for actor traffic, is free too.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	var ports []int
 	for len(ports) < n {
-		port := 20000 + rand.IntN(12000)
-		if slices.Contains(ports, port) || slices.Contains(ports, port+1) || slices.Contains(ports, port-1) {
+		port := 20000 + rand.IntN(10000)
+		// Handed out earlier in this process, to a node that may not have
+		// bound it yet, or next to one (raft's neighbour is the actor
+		// port).
+		if handedOut.ports[port] || handedOut.ports[port+1] || handedOut.ports[port-1] {
 			continue
 		}
 		if len(ports) == n-1 && !freeTCP(port+1) {
@@ -80,9 +85,19 @@ func freePorts(t *testing.T, n int) []int {
 		}
 		pc.Close()
 		ports = append(ports, port)
+		handedOut.ports[port] = true
 	}
+	handedOut.ports[ports[n-1]+1] = true
 	return ports
 }
+
+// handedOut is every port freePorts returned in this process: the nodes of
+// a cluster get theirs before any of them binds, so the check that a port
+// is free cannot tell them apart.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 func freeTCP(port int) bool {
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
