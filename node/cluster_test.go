@@ -3,18 +3,16 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ration/ration/client"
 	"github.com/ration/ration/cluster/placement"
 	"github.com/ration/ration/config"
+	"github.com/ration/ration/internal/nodeports"
 	"github.com/ration/ration/node"
 )
 
@@ -38,62 +36,8 @@ type member struct {
 	c     *client.Client
 }
 
-// freePorts finds ports free for TCP and UDP (gossip uses both), in
-// 10000-19999: test/e2e, which may run at the same time in another
-// process, draws from 20000-29999. The last is for raft, and the port
-// after it, for actor traffic, is free too.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	var ports []int
-	for len(ports) < n {
-		port := 10000 + rand.IntN(10000)
-		// Handed out earlier in this process, to a node that may not have
-		// bound it yet, or next to one (raft's neighbour is the actor
-		// port).
-		if handedOut.ports[port] || handedOut.ports[port+1] || handedOut.ports[port-1] {
-			continue
-		}
-		if len(ports) == n-1 && !freeTCP(port+1) {
-			continue // the last port is raft's: the next one carries actor traffic
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		ports = append(ports, port)
-		handedOut.ports[port] = true
-	}
-	handedOut.ports[ports[n-1]+1] = true
-	return ports
-}
-
-// handedOut is every port freePorts returned in this process: the nodes of
-// a cluster get theirs before any of them binds, so the check that a port
-// is free cannot tell them apart.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-func freeTCP(port int) bool {
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
-}
-
 func newMember(t *testing.T, i int) *member {
-	return &member{id: "n" + strconv.Itoa(i), dir: t.TempDir(), ports: freePorts(t, 4)}
+	return &member{id: "n" + strconv.Itoa(i), dir: t.TempDir(), ports: nodeports.InProcess.Free(t, 4)}
 }
 
 func (m *member) gossip() string { return "127.0.0.1:" + strconv.Itoa(m.ports[2]) }

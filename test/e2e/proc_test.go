@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ration/ration/internal/nodeports"
 )
 
 var (
@@ -51,63 +51,6 @@ func nodeBinary(t *testing.T) string {
 	return binPath
 }
 
-// freePorts returns n ports that were free a moment ago, for TCP and UDP
-// (gossip uses both). They are drawn below the kernel's ephemeral range, so
-// the ":0" listeners and outgoing connections of other tests running at the
-// same time cannot take them between this check and the node's bind, and
-// in 20000-29999, so that node's in-process cluster tests (10000-19999),
-// running at the same time in another process, cannot either. The last is
-// for raft, and the port after it, for actor traffic, is free too.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	var ports []int
-	for len(ports) < n {
-		port := 20000 + rand.IntN(10000)
-		// Handed out earlier in this process, to a node that may not have
-		// bound it yet, or next to one (raft's neighbour is the actor
-		// port).
-		if handedOut.ports[port] || handedOut.ports[port+1] || handedOut.ports[port-1] {
-			continue
-		}
-		if len(ports) == n-1 && !freeTCP(port+1) {
-			continue // the last port is raft's: the next one carries actor traffic
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		ports = append(ports, port)
-		handedOut.ports[port] = true
-	}
-	handedOut.ports[ports[n-1]+1] = true
-	return ports
-}
-
-// handedOut is every port freePorts returned in this process: the nodes of
-// a cluster get theirs before any of them binds, so the check that a port
-// is free cannot tell them apart.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-func freeTCP(port int) bool {
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
-}
-
 // proc is one ration-node process.
 type proc struct {
 	t       *testing.T
@@ -124,7 +67,7 @@ type proc struct {
 }
 
 func newProc(t *testing.T, extra ...string) *proc {
-	return &proc{t: t, id: "e2e", dataDir: t.TempDir(), ports: freePorts(t, 4), extra: extra}
+	return &proc{t: t, id: "e2e", dataDir: t.TempDir(), ports: nodeports.E2E.Free(t, 4), extra: extra}
 }
 
 func (p *proc) base() string {
