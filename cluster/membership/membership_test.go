@@ -78,6 +78,11 @@ func TestFailedMemberSuspectThenDead(t *testing.T) {
 	waitState(t, "c", Dead, a, b)
 
 	for name, seen := range map[string]func() []State{"a": seenByA, "b": seenByB} {
+		// The view turns Dead before the subscriber's goroutine has read
+		// the notification; what matters is that the notification comes.
+		waitFor(t, name+"'s subscriber to hear c is dead", func() bool {
+			return indexOf(seen(), Dead) >= 0
+		})
 		got := seen()
 		si := indexOf(got, Suspect)
 		di := indexOf(got, Dead)
