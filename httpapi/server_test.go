@@ -61,7 +61,7 @@ func TestVectorsOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := contract.Replay(http.DefaultClient, []string{f.srv.URL}, v, "h-"); err != nil {
+	if err := contract.Replay(http.DefaultClient, []string{f.srv.URL}, v, "h-", 4); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -152,7 +152,7 @@ func TestVectorsThroughEveryNode(t *testing.T) {
 	for _, n := range nodes {
 		bases = append(bases, n.http.URL)
 	}
-	if err := contract.Replay(http.DefaultClient, bases, v, "r-"); err != nil {
+	if err := contract.Replay(http.DefaultClient, bases, v, "r-", 4); err != nil {
 		t.Fatal(err)
 	}
 }

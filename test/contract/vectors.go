@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -53,22 +54,59 @@ func Load() (Vectors, error) {
 	return v, json.Unmarshal(data, &v)
 }
 
-// Replay runs every scenario. bases are the HTTP base URLs of the nodes;
-// step i of a scenario goes to bases[i % len(bases)], so a cluster is
-// exercised from every node. userPrefix keeps runs against one server
-// apart. It returns the first mismatch.
-func Replay(client *http.Client, bases []string, v Vectors, userPrefix string) error {
-	for _, sc := range v.Scenarios {
-		user := userPrefix + sc.User
-		for i, st := range sc.Steps {
-			base := bases[i%len(bases)]
-			got, detail, err := do(client, base, user, st)
-			if err != nil {
-				return fmt.Errorf("%s step %d (%s %s): %w", sc.Name, i, st.Op, st.ID, err)
+// Replay runs every scenario, workers of them at a time (each scenario's
+// steps in order: scenarios are independent users). bases are the HTTP base
+// URLs of the nodes; step i of a scenario goes to bases[i % len(bases)], so
+// a cluster is exercised from every node. userPrefix keeps runs against one
+// server apart. It returns the first mismatch, and starts no scenario after
+// one.
+func Replay(client *http.Client, bases []string, v Vectors, userPrefix string, workers int) error {
+	if workers < 1 {
+		workers = 1
+	}
+	var (
+		mu    sync.Mutex
+		first error
+		next  int
+		wg    sync.WaitGroup
+	)
+	take := func() (Scenario, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first != nil || next == len(v.Scenarios) {
+			return Scenario{}, false
+		}
+		next++
+		return v.Scenarios[next-1], true
+	}
+	for range workers {
+		wg.Go(func() {
+			for sc, ok := take(); ok; sc, ok = take() {
+				if err := replayScenario(client, bases, sc, userPrefix); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
 			}
-			if got != st.Expect {
-				return fmt.Errorf("%s step %d (%s %s via %s): got %s (%s), want %s", sc.Name, i, st.Op, st.ID, base, got, detail, st.Expect)
-			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+func replayScenario(client *http.Client, bases []string, sc Scenario, userPrefix string) error {
+	user := userPrefix + sc.User
+	for i, st := range sc.Steps {
+		base := bases[i%len(bases)]
+		got, detail, err := do(client, base, user, st)
+		if err != nil {
+			return fmt.Errorf("%s step %d (%s %s): %w", sc.Name, i, st.Op, st.ID, err)
+		}
+		if got != st.Expect {
+			return fmt.Errorf("%s step %d (%s %s via %s): got %s (%s), want %s", sc.Name, i, st.Op, st.ID, base, got, detail, st.Expect)
 		}
 	}
 	return nil

@@ -61,7 +61,7 @@ func TestVectorsThroughThreeNodeCluster(t *testing.T) {
 	for _, p := range procs {
 		bases = append(bases, p.base())
 	}
-	if err := contract.Replay(httpc, bases, v, "c-"); err != nil {
+	if err := contract.Replay(httpc, bases, v, "c-", 4); err != nil {
 		for _, p := range procs {
 			t.Logf("%s log:\n%s", p.id, p.log())
 		}
@@ -196,7 +196,7 @@ func TestVectorsThroughFiveNodeCluster(t *testing.T) {
 	for _, p := range procs {
 		bases = append(bases, p.base())
 	}
-	if err := contract.Replay(httpc, bases, v, "five-"); err != nil {
+	if err := contract.Replay(httpc, bases, v, "five-", 4); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -26,7 +26,7 @@ func TestVectorsThroughNodeProcess(t *testing.T) {
 	}
 	p := newProc(t)
 	p.start()
-	if err := contract.Replay(httpc, []string{p.base()}, v, "run1-"); err != nil {
+	if err := contract.Replay(httpc, []string{p.base()}, v, "run1-", 4); err != nil {
 		t.Fatalf("%v\n%s", err, p.log())
 	}
 	before := snapshotState(t, p.base(), v, "run1-")

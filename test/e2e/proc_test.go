@@ -165,7 +165,12 @@ func (p *proc) stop(timeout time.Duration) error {
 	}
 }
 
-var httpc = &http.Client{Timeout: 10 * time.Second}
+// httpc keeps enough idle connections per node for the vectors' concurrent
+// replays, so they do not churn through ephemeral ports.
+var httpc = &http.Client{
+	Timeout:   10 * time.Second,
+	Transport: &http.Transport{MaxIdleConnsPerHost: 16},
+}
 
 // post sends a JSON body and returns the status and body.
 func post(ctx context.Context, url, body string) (int, string, error) {
