@@ -75,7 +75,7 @@ chaos: chaos-bin
 
 # Each planted bug (chaos/DESIGN.md) must make the harness report FAIL.
 chaos-selftest:
-	RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -timeout 30m ./test/chaos/selftest/
+	RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -parallel 2 -timeout 30m ./test/chaos/selftest/
 
 generate:
 	$(GO) generate ./api/... ./raftfsm/... ./cluster/actorcluster/actorpb/

@@ -74,8 +74,12 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("RATION_CHAOS_SELFTEST_DURATION")); err == nil {
 		duration = d
 	}
+	// The runs are mostly waiting on fsyncs and faults, and the harness
+	// gives concurrent runs their own namespaces and subnets: `go test
+	// -parallel` sets how many run at once (make chaos-selftest: two).
 	for i, bug := range bugs {
 		t.Run(bug.tag, func(t *testing.T) {
+			t.Parallel()
 			node := filepath.Join(bin, "ration-node-"+bug.tag)
 			goBuild(t, root, node, "chaos,"+bug.tag, "./cmd/node")
 			dir := filepath.Join(out, bug.tag)
