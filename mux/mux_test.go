@@ -2,18 +2,13 @@ package mux
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"runtime"
 	"strings"
@@ -23,6 +18,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/ration/ration/tlsfiles/tlsfilestest"
 )
 
 // waitLimit only bounds how long a broken test hangs; nothing asserts on it.
@@ -439,36 +436,20 @@ func TestMuxClose(t *testing.T) {
 	}
 }
 
-// testTLS returns mutual-TLS configs built on one self-signed certificate
-// valid for 127.0.0.1.
+// testTLS returns mutual-TLS configs with one certificate, valid for
+// 127.0.0.1, from a test CA.
 func testTLS(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := tlsfilestest.NewCA(t, "ration-test-ca")
+	issued := ca.Issue(t, "ration-test", net.IPv4(127, 0, 0, 1))
+	cert, err := tls.X509KeyPair(issued.CertPEM, issued.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "ration-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
+	if !pool.AppendCertsFromPEM(ca.PEM) {
+		t.Fatal("test CA does not parse")
+	}
 	server = &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
