@@ -16,7 +16,7 @@ func requireClientCert(h http.Handler) http.Handler {
 		if !openPaths[r.URL.Path] && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"error":{"code":"UNAUTHENTICATED","message":"a client certificate signed by the node's CA is required"}}` + "\n"))
+			_, _ = w.Write([]byte(`{"error":{"code":"unauthenticated","message":"a client certificate signed by the node's CA is required"}}` + "\n"))
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,10 @@ func TestRequireClientCert(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if w.Code != tc.want {
 			t.Errorf("%s (verified %v): %d, want %d", tc.path, tc.verified, w.Code, tc.want)
+		}
+		// The refusal speaks the API's error shape, in its lower-case codes.
+		if w.Code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), `{"error":{"code":"unauthenticated"`) {
+			t.Errorf("401 body %q, want the API's error shape with code unauthenticated", w.Body.String())
 		}
 	}
 }
