@@ -53,6 +53,11 @@ type Config struct {
 	// so one configuration serves clusters as they grow.
 	Replicas int
 
+	// RaftLogStore is where raft logs live: "shared" (one engine per
+	// node for every group) or "bolt" (one raft-boltdb file per group).
+	// A data dir keeps the one it was created with.
+	RaftLogStore string
+
 	// IdlePassivation is how long an actor may stay idle before it is
 	// stopped.
 	IdlePassivation time.Duration

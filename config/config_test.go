@@ -28,7 +28,7 @@ var specFlags = []string{
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
 	"idle-passivation", "join", "log-format", "log-level", "max-request-bytes",
 	"node-id", "raft-election-timeout", "raft-heartbeat-timeout",
-	"raft-leader-lease-timeout", "raft-port", "raft-trailing-logs", "replicas", "shards",
+	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
 	"tls-cert", "tls-key",
 }
@@ -77,6 +77,7 @@ func TestDefaults(t *testing.T) {
 		Shards:                 32,
 		Replicas:               3,
 		IdlePassivation:        2 * time.Minute,
+		RaftLogStore:           "shared",
 		LogLevel:               "info",
 		LogFormat:              "text",
 		DeadNodeGrace:          30 * time.Second,
@@ -140,6 +141,8 @@ func TestEachSource(t *testing.T) {
 			func(c *Config) any { return c.MaxRequestBytes }, int64(4096)},
 		{"snapshot-threshold", "RATION_SNAPSHOT_THRESHOLD", "snapshot_threshold", "100", "100",
 			func(c *Config) any { return c.SnapshotThreshold }, uint64(100)},
+		{"raft-log-store", "RATION_RAFT_LOG_STORE", "raft_log_store", "bolt", `"bolt"`,
+			func(c *Config) any { return c.RaftLogStore }, "bolt"},
 		{"idle-passivation", "RATION_IDLE_PASSIVATION", "idle_passivation", "90s", `"90s"`,
 			func(c *Config) any { return c.IdlePassivation }, 90 * time.Second},
 		{"raft-leader-lease-timeout", "RATION_RAFT_LEADER_LEASE_TIMEOUT", "raft_leader_lease_timeout", "250ms", "250ms",
@@ -447,6 +450,7 @@ func TestValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.LogLevel = "verbose" },
 			`--log-level: must be one of debug, info, warn, error, got "verbose"`},
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, `--log-format: must be one of text, json, got "xml"`},
+		{"raft log store", func(c *Config) { c.RaftLogStore = "pebble" }, `--raft-log-store: must be one of shared, bolt, got "pebble"`},
 
 		{"gossip key short", func(c *Config) { c.GossipKey = make([]byte, 10) },
 			"--gossip-key: must decode to 16, 24 or 32 bytes, got 10"},

@@ -145,6 +145,8 @@ var options = []option{
 		func(c *Config) *int { return &c.Shards }, checkShards),
 	intOpt("replicas", "3", "Replicas per shard; capped at run time to the number of nodes.",
 		func(c *Config) *int { return &c.Replicas }, atLeast(1)),
+	stringOpt("raft-log-store", "shared", "Where raft logs live: shared (one storage engine for every shard on the node, one fsync for all) or bolt (one raft-boltdb file per shard). A data dir keeps the one it was created with.",
+		func(c *Config) *string { return &c.RaftLogStore }, oneOf("shared", "bolt")),
 	durationOpt("idle-passivation", "2m", "Idle time after which an actor is stopped.",
 		func(c *Config) *time.Duration { return &c.IdlePassivation }, positive),
 

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -90,25 +87,13 @@ func (a activator) Activate(user string) (*actor.PID, error) {
 	return d.Activate(user)
 }
 
-// existingShards are the shards with raft state in the data dir: a
-// restarted node hosts exactly what it hosted before.
-func existingShards(dataDir string, total int) []uint32 {
-	var out []uint32
-	for s := 0; s < total; s++ {
-		if _, err := os.Stat(filepath.Join(dataDir, "shards", strconv.Itoa(s), "raft.db")); err == nil {
-			out = append(out, uint32(s))
-		}
-	}
-	return out
-}
-
 // formation decides which shards this node hosts and, on a first start,
 // each shard's initial voters. It waits until --bootstrap-expect members
 // are alive. Every node computes the same replica sets from the same
 // member set, so every replica of a shard bootstraps it with the identical
 // configuration.
 func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uint32) []raft.Server, err error) {
-	if have := existingShards(n.cfg.DataDir, n.cfg.Shards); len(have) > 0 {
+	if have := shards.ExistingShards(n.cfg.DataDir, n.cfg.Shards); len(have) > 0 {
 		n.log.Info("restarting with existing shards", "shards", len(have))
 		return have, nil, nil
 	}

@@ -156,6 +156,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		SnapshotThreshold:  cfg.SnapshotThreshold,
 		SnapshotInterval:   cfg.SnapshotInterval,
 		TrailingLogs:       cfg.RaftTrailingLogs,
+		LogStore:           shards.LogStore(cfg.RaftLogStore),
 		Logger:             logger,
 		Registerer:         n.reg,
 	})

@@ -8,13 +8,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // A planted bug for the chaos harness (chaos/DESIGN.md): acknowledged
-// writes are not durable. raft.db is opened without fsync, and the raft
-// log goes into a write-behind buffer in process memory that reaches
-// raft.db only every flushEvery. A process killed with -9 keeps what the
+// writes are not durable. raft.db is opened without fsync (bolt layout),
+// and the raft log goes into a write-behind buffer in process memory that
+// reaches the log store only every flushEvery. A process killed with -9 keeps what the
 // kernel's page cache holds, so the buffer stands for the page cache a
 // power loss would take: kill every node within flushEvery of an
 // acknowledgement and the write is gone.
@@ -25,13 +24,13 @@ const (
 	flushEvery     = 2 * time.Second
 )
 
-func chaosStore(s *raftboltdb.BoltStore) raftStore { return newWriteBehind(s, flushEvery) }
+func chaosStore(s raftStore) raftStore { return newWriteBehind(s, flushEvery) }
 
-// writeBehind is a raft.LogStore over raft.db whose writes wait in memory.
-// Every read sees the buffer. The stable store (terms and votes) is
-// raft.db's own, unbuffered.
+// writeBehind is a raft.LogStore over the group's store whose writes wait
+// in memory. Every read sees the buffer. The stable store (terms and
+// votes) is the store's own, unbuffered.
 type writeBehind struct {
-	*raftboltdb.BoltStore
+	raftStore
 
 	mu  sync.Mutex
 	buf map[uint64]*raft.Log
@@ -41,8 +40,8 @@ type writeBehind struct {
 	done     chan struct{}
 }
 
-func newWriteBehind(s *raftboltdb.BoltStore, every time.Duration) *writeBehind {
-	w := &writeBehind{BoltStore: s, buf: map[uint64]*raft.Log{}, stop: make(chan struct{}), done: make(chan struct{})}
+func newWriteBehind(s raftStore, every time.Duration) *writeBehind {
+	w := &writeBehind{raftStore: s, buf: map[uint64]*raft.Log{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.flushLoop(every)
 	return w
 }
@@ -81,7 +80,7 @@ func (w *writeBehind) flush() error {
 		}
 		return 0
 	})
-	if err := w.BoltStore.StoreLogs(logs); err != nil {
+	if err := w.raftStore.StoreLogs(logs); err != nil {
 		return err
 	}
 	clear(w.buf)
@@ -98,12 +97,12 @@ func (w *writeBehind) halt() {
 	w.mu.Unlock()
 }
 
-// Close flushes, as a clean shutdown would, and closes raft.db.
+// Close flushes, as a clean shutdown would, and closes the store.
 func (w *writeBehind) Close() error {
 	w.stopOnce.Do(func() { close(w.stop) })
 	<-w.done
 	ferr := w.flush()
-	if err := w.BoltStore.Close(); err != nil {
+	if err := w.raftStore.Close(); err != nil {
 		return err
 	}
 	return ferr
@@ -112,7 +111,7 @@ func (w *writeBehind) Close() error {
 func (w *writeBehind) FirstIndex() (uint64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	first, err := w.BoltStore.FirstIndex()
+	first, err := w.raftStore.FirstIndex()
 	if err != nil {
 		return 0, err
 	}
@@ -127,7 +126,7 @@ func (w *writeBehind) FirstIndex() (uint64, error) {
 func (w *writeBehind) LastIndex() (uint64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	last, err := w.BoltStore.LastIndex()
+	last, err := w.raftStore.LastIndex()
 	if err != nil {
 		return 0, err
 	}
@@ -144,7 +143,7 @@ func (w *writeBehind) GetLog(index uint64, out *raft.Log) error {
 		*out = *l
 		return nil
 	}
-	return w.BoltStore.GetLog(index, out)
+	return w.raftStore.GetLog(index, out)
 }
 
 func (w *writeBehind) StoreLog(l *raft.Log) error { return w.StoreLogs([]*raft.Log{l}) }
@@ -169,5 +168,5 @@ func (w *writeBehind) DeleteRange(lo, hi uint64) error {
 			delete(w.buf, i)
 		}
 	}
-	return w.BoltStore.DeleteRange(lo, hi)
+	return w.raftStore.DeleteRange(lo, hi)
 }

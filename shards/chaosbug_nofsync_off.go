@@ -2,14 +2,10 @@
 
 package shards
 
-import (
-	"time"
-
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-)
+import "time"
 
 // The hooks of a planted bug (chaosbug_nofsync.go); in every other build
-// raft.db is synced and raft writes to it directly.
+// the raft log is synced and raft writes to it directly.
 
 const (
 	plantedNoFsync               = false
@@ -17,4 +13,4 @@ const (
 	flushEvery     time.Duration = 0
 )
 
-func chaosStore(s *raftboltdb.BoltStore) raftStore { return s }
+func chaosStore(s raftStore) raftStore { return s }

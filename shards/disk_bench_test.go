@@ -61,7 +61,8 @@ func startWriter(b *testing.B, dir, name string, syncs int, stop <-chan struct{}
 		b.Fatal(err)
 	}
 	w := &syncWriter{kick: make(chan struct{}, 1), syncs: syncs}
-	wg.Go(func() { defer f.Close(); w.run(f, stop) })
+	commit := fileCommit(f, syncs)
+	wg.Go(func() { defer f.Close(); w.run(commit, stop) })
 	return w
 }
 

@@ -39,6 +39,24 @@ func BenchmarkDiskCeilingReplicated(b *testing.B) {
 	}
 }
 
+// replicate writes one op as raft does and returns once it is durable on
+// a majority: on the leader ws[0], then on the first of the followers.
+func replicate(ws []*syncWriter) {
+	done := make(chan struct{})
+	if len(ws) == 1 {
+		ws[0].submit(func() { close(done) })
+		<-done
+		return
+	}
+	var once sync.Once
+	ws[0].submit(func() {
+		for _, f := range ws[1:] {
+			f.submit(func() { once.Do(func() { close(done) }) })
+		}
+	})
+	<-done
+}
+
 // syncWriter group-commits whatever is queued when it is free.
 type syncWriter struct {
 	mu      sync.Mutex
@@ -59,9 +77,8 @@ func (w *syncWriter) submit(done func()) {
 	}
 }
 
-func (w *syncWriter) run(f *os.File, stop <-chan struct{}) {
-	page := make([]byte, 4096)
-	var off int64
+// run commits whatever is queued each time it is free, until stop.
+func (w *syncWriter) run(commit func(items int), stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
@@ -75,17 +92,7 @@ func (w *syncWriter) run(f *os.File, stop <-chan struct{}) {
 		if len(batch) == 0 {
 			continue
 		}
-		if _, err := f.WriteAt(page, 4096+off%(2<<20)); err != nil {
-			panic(err)
-		}
-		off += 4096
-		_ = syscall.Fdatasync(int(f.Fd()))
-		if w.syncs == 2 { // bolt: then the meta page
-			if _, err := f.WriteAt(page[:512], 0); err != nil {
-				panic(err)
-			}
-			_ = syscall.Fdatasync(int(f.Fd()))
-		}
+		commit(len(batch))
 		w.commits.Add(1)
 		w.items.Add(int64(len(batch)))
 		for _, d := range batch {
@@ -94,6 +101,26 @@ func (w *syncWriter) run(f *os.File, stop <-chan struct{}) {
 		select {
 		case w.kick <- struct{}{}:
 		default:
+		}
+	}
+}
+
+// fileCommit writes a page to f and fdatasyncs it; with syncs == 2 it
+// then writes and syncs a meta page too, as a bolt commit does.
+func fileCommit(f *os.File, syncs int) func(int) {
+	page := make([]byte, 4096)
+	var off int64
+	return func(int) {
+		if _, err := f.WriteAt(page, 4096+off%(2<<20)); err != nil {
+			panic(err)
+		}
+		off += 4096
+		_ = syscall.Fdatasync(int(f.Fd()))
+		if syncs == 2 {
+			if _, err := f.WriteAt(page[:512], 0); err != nil {
+				panic(err)
+			}
+			_ = syscall.Fdatasync(int(f.Fd()))
 		}
 	}
 }
@@ -124,15 +151,7 @@ func replicatedCeiling(b *testing.B, shared bool, groups, clients int) {
 		}
 	}
 	elapsed := closedLoop(b, clients, func(rng *rand.Rand) {
-		ws := writers[rng.IntN(groups)]
-		done := make(chan struct{})
-		var once sync.Once
-		ws[0].submit(func() {
-			for _, f := range ws[1:] {
-				f.submit(func() { once.Do(func() { close(done) }) })
-			}
-		})
-		<-done
+		replicate(writers[rng.IntN(groups)])
 	})
 	close(stop)
 	wg.Wait()

@@ -29,8 +29,9 @@ const (
 	transportIO     = 10 * time.Second
 )
 
-// raftStore is a group's raft log and stable store: raft.db, which only
-// the chaosbug_nofsync build wraps (chaosbug_nofsync.go).
+// raftStore is a group's raft log and stable store: its view of the
+// node's shared engine, or its own raft.db (Config.LogStore). Only the
+// chaosbug_nofsync build wraps it (chaosbug_nofsync.go).
 type raftStore interface {
 	raft.LogStore
 	raft.StableStore
@@ -102,15 +103,10 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 		}
 	}()
 
-	db, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout, NoFreelistSync: false},
-		NoSync:      chaosNoSync,
-	})
+	g.store, err = h.openLogStore(id, dir)
 	if err != nil {
-		return nil, fail("open raft.db", err)
+		return nil, fail("open raft log", err)
 	}
-	g.store = chaosStore(db)
 	undo = append(undo, g.store.Close)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetain, hl)
 	if err != nil {
@@ -164,6 +160,26 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 	g.raft.RegisterObserver(g.observer)
 	g.pipeline.init(h.cfg)
 	return g, nil
+}
+
+// openLogStore opens shard id's raft log and stable store.
+func (h *Host) openLogStore(id uint32, dir string) (raftStore, error) {
+	if h.logs != nil {
+		lg, err := h.logs.Group(id)
+		if err != nil {
+			return nil, err
+		}
+		return chaosStore(lg), nil
+	}
+	db, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(dir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout, NoFreelistSync: false},
+		NoSync:      chaosNoSync,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chaosStore(db), nil
 }
 
 func (h *Host) raftConfig(logger hclog.Logger, notify chan bool) *raft.Config {
@@ -345,7 +361,7 @@ func (g *group) close() error {
 	}
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("shards: shard %d: close raft.db: %w", g.id, err))
+			errs = append(errs, fmt.Errorf("shards: shard %d: close raft log: %w", g.id, err))
 		}
 	}
 	return errors.Join(errs...)

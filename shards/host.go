@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ration/ration/mux"
 	"github.com/ration/ration/raftfsm"
+	"github.com/ration/ration/raftlog"
 )
 
 // Config configures a Host. Zero durations and sizes mean the defaults.
@@ -85,6 +87,10 @@ type Config struct {
 	// are unregistered by Shutdown, so a Host can be reopened on it.
 	Registerer prometheus.Registerer
 
+	// LogStore is where raft logs live (default LogStoreShared). A data
+	// dir keeps the one it was created with; Open refuses the other.
+	LogStore LogStore
+
 	// testSink also receives the proposal path's measurements (tests).
 	testSink sink
 }
@@ -110,6 +116,9 @@ func (c *Config) validate() error {
 	case c.MaxInflight < 0 || c.QueueDepth < 0:
 		return errors.New("shards: MaxInflight and QueueDepth must not be negative")
 	}
+	if _, err := ParseLogStore(string(c.LogStore)); err != nil {
+		return fmt.Errorf("shards: %w", err)
+	}
 	for _, s := range c.Hosted {
 		if int64(s) >= int64(c.Shards) {
 			return fmt.Errorf("shards: hosted shard %d out of range [0, %d)", s, c.Shards)
@@ -129,6 +138,8 @@ type Host struct {
 	log     *slog.Logger
 	metrics sinks
 	prom    *promMetrics // nil without a Registerer
+	// logs is the node's shared raft log engine; nil with LogStoreBolt.
+	logs *raftlog.Store
 
 	// gmu guards groups and hosted, which AddGroup and RemoveGroup change
 	// at run time; readers take a snapshot (hostedGroups) or look one
@@ -174,6 +185,10 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.LogStore, _ = ParseLogStore(string(cfg.LogStore))
+	if err := checkLayout(cfg.DataDir, cfg.LogStore); err != nil {
+		return nil, err
+	}
 	h := &Host{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "shards", "node", cfg.NodeID),
@@ -184,6 +199,14 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 		h.metrics = append(h.metrics, cfg.testSink)
 	}
 	h.events = newDispatcher()
+	if cfg.LogStore == LogStoreShared {
+		logs, err := raftlog.Open(raftlog.Options{Dir: filepath.Join(cfg.DataDir, "raftlog"), Logger: h.log})
+		if err != nil {
+			h.events.close()
+			return nil, fmt.Errorf("shards: %w", err)
+		}
+		h.logs = logs
+	}
 
 	ids := cfg.Hosted
 	if ids == nil {
@@ -289,6 +312,11 @@ wait:
 	h.changed.notify()
 	if h.prom != nil {
 		h.prom.unregister()
+	}
+	if h.logs != nil {
+		// Every raft is down, so nothing writes to the engine any more
+		// (a straggler would get raftlog.ErrClosed).
+		errs = append(errs, h.logs.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ration/ration/raftfsm"
 	"github.com/ration/ration/raftfsm/raftpb"
+	"github.com/ration/ration/raftlog"
 )
 
 func TestShardOfIsStable(t *testing.T) {
@@ -66,7 +67,7 @@ func TestSingleNodeBecomesReady(t *testing.T) {
 			t.Errorf("Leader(%d) = %s %s", i, id, addr)
 		}
 	}
-	for _, s := range []string{"shards/0/raft.db", "shards/3/raft.db", "shards/3/snapshots"} {
+	for _, s := range []string{layoutFile, "raftlog", "shards/3/snapshots"} {
 		if _, err := os.Stat(filepath.Join(n.dir, s)); err != nil {
 			t.Error(err)
 		}
@@ -281,9 +282,16 @@ func TestSnapshotThenRestart(t *testing.T) {
 // test needs another process; this checks the same property of the write
 // path, that acknowledgement follows the durable log write.
 func TestAcknowledgedOpsAreInTheLog(t *testing.T) {
+	for _, ls := range []LogStore{LogStoreShared, LogStoreBolt} {
+		t.Run(string(ls), func(t *testing.T) { acknowledgedOpsAreInTheLog(t, ls) })
+	}
+}
+
+func acknowledgedOpsAreInTheLog(t *testing.T, ls LogStore) {
 	n := newNode(t, "n1", t.TempDir())
 	cfg := fastConfig(2)
 	cfg.Bootstrap = true
+	cfg.LogStore = ls
 	n.start(cfg)
 	t.Cleanup(n.stop)
 	waitReady(t, n.host)
@@ -307,11 +315,8 @@ func TestAcknowledgedOpsAreInTheLog(t *testing.T) {
 	n.stop()
 
 	found := map[string]bool{}
-	for s := range 2 {
-		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.dir, "shards", fmt.Sprint(s), "raft.db")})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for s := range uint32(2) {
+		store, closeStore := openLogForTest(t, n.dir, ls, s)
 		first, _ := store.FirstIndex()
 		last, _ := store.LastIndex()
 		for i := first; i <= last && last > 0; i++ {
@@ -332,16 +337,37 @@ func TestAcknowledgedOpsAreInTheLog(t *testing.T) {
 				}
 			}
 		}
-		store.Close()
+		closeStore()
 	}
 	if len(acked) != 80 {
 		t.Fatalf("%d ops acknowledged, want 80", len(acked))
 	}
 	for k := range acked {
 		if !found[k] {
-			t.Fatalf("acknowledged op %s is not in raft.db", k)
+			t.Fatalf("acknowledged op %s is not in the %s raft log", k, ls)
 		}
 	}
+}
+
+// openLogForTest opens shard's raft log in a stopped node's data dir.
+func openLogForTest(t *testing.T, dataDir string, ls LogStore, shard uint32) (raft.LogStore, func()) {
+	t.Helper()
+	if ls == LogStoreBolt {
+		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "shards", fmt.Sprint(shard), "raft.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, func() { store.Close() }
+	}
+	engine, err := raftlog.Open(raftlog.Options{Dir: filepath.Join(dataDir, "raftlog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := engine.Group(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, func() { g.Close(); engine.Close() }
 }
 
 func TestShutdownFailsNewProposalsAndLeavesNoGoroutines(t *testing.T) {

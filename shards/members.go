@@ -101,6 +101,11 @@ func (h *Host) RemoveGroup(ctx context.Context, shard uint32) error {
 	g.leader, g.ready = false, false
 	g.mu.Unlock()
 	g.changed.notify()
+	if h.logs != nil {
+		if err := h.logs.DropGroup(shard); err != nil {
+			errs = append(errs, fmt.Errorf("shards: shard %d: remove raft log: %w", shard, err))
+		}
+	}
 	dir := filepath.Join(h.cfg.DataDir, "shards", strconv.FormatUint(uint64(shard), 10))
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("shards: shard %d: remove data: %w", shard, err))

@@ -129,7 +129,7 @@ func newPromMetrics(h *Host, reg prometheus.Registerer) (*promMetrics, error) {
 		m.proposalsBy[o] = m.proposals.WithLabelValues(string(o))
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.latency, m.batchOps, m.proposals, m} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)
@@ -141,8 +141,19 @@ func newPromMetrics(h *Host, reg prometheus.Registerer) (*promMetrics, error) {
 	return m, nil
 }
 
+// collectors are what the Host registers: its own, and the shared raft
+// log engine's (WAL fsync latency, bytes written, compactions, read
+// amplification).
+func (m *promMetrics) collectors() []prometheus.Collector {
+	cs := []prometheus.Collector{m.latency, m.batchOps, m.proposals, m}
+	if m.h.logs != nil {
+		cs = append(cs, m.h.logs.Collector())
+	}
+	return cs
+}
+
 func (m *promMetrics) unregister() {
-	for _, c := range []prometheus.Collector{m.latency, m.batchOps, m.proposals, m} {
+	for _, c := range m.collectors() {
 		m.reg.Unregister(c)
 	}
 }

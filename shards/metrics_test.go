@@ -40,6 +40,25 @@ func TestPrometheusMetrics(t *testing.T) {
 	if h := fams["ration_propose_duration_seconds"]; h == nil {
 		t.Error("no latency histogram")
 	}
+	// The shared raft log engine's own metrics: every acknowledged write
+	// was fsynced, and its bytes went through the WAL.
+	fsync := fams["ration_raftlog_wal_fsync_duration_seconds"].GetMetric()
+	if len(fsync) != 1 || fsync[0].GetHistogram().GetSampleCount() == 0 {
+		t.Errorf("WAL fsync histogram %v", fsync)
+	} else if b := fsync[0].GetHistogram().GetBucket(); len(b) == 0 || b[len(b)-1].GetCumulativeCount() > fsync[0].GetHistogram().GetSampleCount() {
+		t.Errorf("WAL fsync buckets %v", b)
+	}
+	for _, name := range []string{"ration_raftlog_wal_bytes_written_total"} {
+		if m := fams[name].GetMetric(); len(m) != 1 || m[0].GetCounter().GetValue() == 0 {
+			t.Errorf("%s = %v", name, m)
+		}
+	}
+	for _, name := range []string{"ration_raftlog_read_amplification", "ration_raftlog_disk_bytes", "ration_raftlog_memtable_bytes",
+		"ration_raftlog_compactions_total", "ration_raftlog_flushes_total", "ration_raftlog_write_stalls_total"} {
+		if fams[name] == nil {
+			t.Errorf("%s missing", name)
+		}
+	}
 
 	// Shutdown unregisters, so the same registry serves the reopened Host.
 	n.restart()
