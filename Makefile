@@ -57,6 +57,8 @@ test-cluster:
 fuzz:
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzLedger -fuzztime $(FUZZTIME)
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./raftlog/ -run XXX -fuzz FuzzDecodeLog -fuzztime $(FUZZTIME)
+	$(GO) test ./raftlog/ -run XXX -fuzz FuzzLogKey -fuzztime $(FUZZTIME)
 
 test: lint build test-race test-cluster test-full fuzz
 
