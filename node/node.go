@@ -209,6 +209,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		grpc.MaxRecvMsgSize(int(max(cfg.MaxRequestBytes, 4<<20))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
+	routes, err := n.newRouteTable()
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(routes.Hints))
 	if n.tls != nil {
 		// With a CA bundle every gRPC client, other nodes included, must
 		// present a certificate it signed.
@@ -217,6 +222,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	}
 	n.grpcSrv = grpc.NewServer(grpcOpts...)
 	grpcapi.Register(n.grpcSrv, svc, n.status, n.reg)
+	rationv1.RegisterRoutingServer(n.grpcSrv, routes)
 
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr())
 	if err != nil {

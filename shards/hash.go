@@ -1,23 +1,8 @@
 package shards
 
+import "github.com/ration/ration/internal/shardhash"
+
 // ShardOf is the shard of user among shards shards: FNV-1a 64 of the id,
-// modulo shards. It must give the same answer on every node and in every
-// release, since it decides which raft group holds a user's log: changing
-// the function, or the shard count, moves users between groups and needs a
-// migration that copies their logs. (hash/maphash is seeded per process,
-// so it cannot be used here.)
-func ShardOf(user string, shards int) uint32 {
-	if shards <= 1 {
-		return 0
-	}
-	const (
-		offset64 = 14695981039346656037
-		prime64  = 1099511628211
-	)
-	h := uint64(offset64)
-	for i := 0; i < len(user); i++ {
-		h ^= uint64(user[i])
-		h *= prime64
-	}
-	return uint32(h % uint64(shards))
-}
+// modulo shards (shardhash.Of). Changing the function, or the shard count,
+// moves users between groups and needs a migration that copies their logs.
+func ShardOf(user string, shards int) uint32 { return shardhash.Of(user, shards) }

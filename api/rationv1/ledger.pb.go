@@ -1828,6 +1828,346 @@ func (x *Shard) GetTarget() []string {
 	return nil
 }
 
+// GetRoutingTableRequest has no fields yet.
+type GetRoutingTableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRoutingTableRequest) Reset() {
+	*x = GetRoutingTableRequest{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRoutingTableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRoutingTableRequest) ProtoMessage() {}
+
+func (x *GetRoutingTableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRoutingTableRequest.ProtoReflect.Descriptor instead.
+func (*GetRoutingTableRequest) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{22}
+}
+
+// GetRoutingTableResponse is one node's view of the routing table.
+type GetRoutingTableResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the node that answered.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The number of shards; users map to shards 0 .. shard_count-1. Set when
+	// the cluster forms and never changed.
+	ShardCount uint32 `protobuf:"varint,2,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	// The name of the function from user id to shard. "fnv1a64-mod": FNV-1a
+	// 64 of the user id's bytes, modulo shard_count. New names may appear;
+	// a client that does not know the name must not route.
+	Hash string `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The cluster members the answering node knows of, with their gRPC
+	// addresses.
+	Nodes []*RoutingNode `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The shards of which the answering node holds a replica: the others it
+	// knows nothing first-hand about, so ask other nodes for those.
+	Shards        []*ShardRoute `protobuf:"bytes,5,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRoutingTableResponse) Reset() {
+	*x = GetRoutingTableResponse{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRoutingTableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRoutingTableResponse) ProtoMessage() {}
+
+func (x *GetRoutingTableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRoutingTableResponse.ProtoReflect.Descriptor instead.
+func (*GetRoutingTableResponse) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetRoutingTableResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *GetRoutingTableResponse) GetShardCount() uint32 {
+	if x != nil {
+		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *GetRoutingTableResponse) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *GetRoutingTableResponse) GetNodes() []*RoutingNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetRoutingTableResponse) GetShards() []*ShardRoute {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// RoutingNode is where to reach one member's gRPC API.
+type RoutingNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's id, as in ShardRoute.leader.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// host:port of the node's gRPC API, as the node advertises it.
+	GrpcAddr      string `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingNode) Reset() {
+	*x = RoutingNode{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingNode) ProtoMessage() {}
+
+func (x *RoutingNode) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingNode.ProtoReflect.Descriptor instead.
+func (*RoutingNode) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RoutingNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RoutingNode) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+// ShardRoute is one shard's leader as the answering node knows it.
+type ShardRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's number.
+	Id uint32 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The node id of the shard's leader in `term`; empty when the answering
+	// node knows of none.
+	Leader string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The raft term the answering node is in for this shard. A shard has at
+	// most one leader per term, and terms only grow: of two reports about a
+	// shard, the one with the higher term is the fresher.
+	Term uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	// The node ids holding a replica of the shard, voters and nonvoters.
+	Replicas      []string `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardRoute) Reset() {
+	*x = ShardRoute{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardRoute) ProtoMessage() {}
+
+func (x *ShardRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardRoute.ProtoReflect.Descriptor instead.
+func (*ShardRoute) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ShardRoute) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ShardRoute) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ShardRoute) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ShardRoute) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// RouteHint is sent in the trailing metadata "ration-route-bin" of a Ledger
+// call answered by a node that does not lead the shard of (one of) the
+// call's users: that shard's leader as the answering node knows it.
+type RouteHint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard.
+	Shard uint32 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// The node id of the shard's leader in `term`; empty when unknown (an
+	// election is in progress).
+	Leader string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The raft term, as in ShardRoute.term.
+	Term uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	// The node that answered the call, which does not lead the shard.
+	NodeId string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// host:port of the leader's gRPC API, when the answering node knows it.
+	LeaderGrpcAddr string `protobuf:"bytes,5,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RouteHint) Reset() {
+	*x = RouteHint{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteHint) ProtoMessage() {}
+
+func (x *RouteHint) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteHint.ProtoReflect.Descriptor instead.
+func (*RouteHint) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RouteHint) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RouteHint) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *RouteHint) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RouteHint) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RouteHint) GetLeaderGrpcAddr() string {
+	if x != nil {
+		return x.LeaderGrpcAddr
+	}
+	return ""
+}
+
 var File_ration_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_ration_v1_ledger_proto_rawDesc = "" +
@@ -1951,7 +2291,30 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\n" +
 	"state_hash\x18\t \x01(\fR\tstateHash\x12\x16\n" +
 	"\x06target\x18\n" +
-	" \x03(\tR\x06target*r\n" +
+	" \x03(\tR\x06target\"\x18\n" +
+	"\x16GetRoutingTableRequest\"\xc4\x01\n" +
+	"\x17GetRoutingTableResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vshard_count\x18\x02 \x01(\rR\n" +
+	"shardCount\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\tR\x04hash\x12,\n" +
+	"\x05nodes\x18\x04 \x03(\v2\x16.ration.v1.RoutingNodeR\x05nodes\x12-\n" +
+	"\x06shards\x18\x05 \x03(\v2\x15.ration.v1.ShardRouteR\x06shards\":\n" +
+	"\vRoutingNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\"d\n" +
+	"\n" +
+	"ShardRoute\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x1a\n" +
+	"\breplicas\x18\x04 \x03(\tR\breplicas\"\x90\x01\n" +
+	"\tRouteHint\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12(\n" +
+	"\x10leader_grpc_addr\x18\x05 \x01(\tR\x0eleaderGrpcAddr*r\n" +
 	"\x0fReadConsistency\x12 \n" +
 	"\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x01\x12\x1a\n" +
@@ -1970,7 +2333,9 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"ListEvents\x12\x1c.ration.v1.ListEventsRequest\x1a\x1d.ration.v1.ListEventsResponse\x12:\n" +
 	"\x05Batch\x12\x17.ration.v1.BatchRequest\x1a\x18.ration.v1.BatchResponse2F\n" +
 	"\x05Admin\x12=\n" +
-	"\x06Status\x12\x18.ration.v1.StatusRequest\x1a\x19.ration.v1.StatusResponseB0Z.github.com/ration/ration/api/rationv1;rationv1b\x06proto3"
+	"\x06Status\x12\x18.ration.v1.StatusRequest\x1a\x19.ration.v1.StatusResponse2c\n" +
+	"\aRouting\x12X\n" +
+	"\x0fGetRoutingTable\x12!.ration.v1.GetRoutingTableRequest\x1a\".ration.v1.GetRoutingTableResponseB0Z.github.com/ration/ration/api/rationv1;rationv1b\x06proto3"
 
 var (
 	file_ration_v1_ledger_proto_rawDescOnce sync.Once
@@ -1985,32 +2350,37 @@ func file_ration_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ration_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ration_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ration_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ration_v1_ledger_proto_goTypes = []any{
-	(ReadConsistency)(0),        // 0: ration.v1.ReadConsistency
-	(EventKind)(0),              // 1: ration.v1.EventKind
-	(*GrantRequest)(nil),        // 2: ration.v1.GrantRequest
-	(*GrantResponse)(nil),       // 3: ration.v1.GrantResponse
-	(*DeductRequest)(nil),       // 4: ration.v1.DeductRequest
-	(*DeductResponse)(nil),      // 5: ration.v1.DeductResponse
-	(*Allocation)(nil),          // 6: ration.v1.Allocation
-	(*GetBalanceRequest)(nil),   // 7: ration.v1.GetBalanceRequest
-	(*GetBalanceResponse)(nil),  // 8: ration.v1.GetBalanceResponse
-	(*GrantBalance)(nil),        // 9: ration.v1.GrantBalance
-	(*ListEventsRequest)(nil),   // 10: ration.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),  // 11: ration.v1.ListEventsResponse
-	(*Event)(nil),               // 12: ration.v1.Event
-	(*BatchRequest)(nil),        // 13: ration.v1.BatchRequest
-	(*Operation)(nil),           // 14: ration.v1.Operation
-	(*BatchResponse)(nil),       // 15: ration.v1.BatchResponse
-	(*OperationResult)(nil),     // 16: ration.v1.OperationResult
-	(*Error)(nil),               // 17: ration.v1.Error
-	(*InsufficientCredits)(nil), // 18: ration.v1.InsufficientCredits
-	(*InvalidField)(nil),        // 19: ration.v1.InvalidField
-	(*StatusRequest)(nil),       // 20: ration.v1.StatusRequest
-	(*StatusResponse)(nil),      // 21: ration.v1.StatusResponse
-	(*Node)(nil),                // 22: ration.v1.Node
-	(*Shard)(nil),               // 23: ration.v1.Shard
+	(ReadConsistency)(0),            // 0: ration.v1.ReadConsistency
+	(EventKind)(0),                  // 1: ration.v1.EventKind
+	(*GrantRequest)(nil),            // 2: ration.v1.GrantRequest
+	(*GrantResponse)(nil),           // 3: ration.v1.GrantResponse
+	(*DeductRequest)(nil),           // 4: ration.v1.DeductRequest
+	(*DeductResponse)(nil),          // 5: ration.v1.DeductResponse
+	(*Allocation)(nil),              // 6: ration.v1.Allocation
+	(*GetBalanceRequest)(nil),       // 7: ration.v1.GetBalanceRequest
+	(*GetBalanceResponse)(nil),      // 8: ration.v1.GetBalanceResponse
+	(*GrantBalance)(nil),            // 9: ration.v1.GrantBalance
+	(*ListEventsRequest)(nil),       // 10: ration.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 11: ration.v1.ListEventsResponse
+	(*Event)(nil),                   // 12: ration.v1.Event
+	(*BatchRequest)(nil),            // 13: ration.v1.BatchRequest
+	(*Operation)(nil),               // 14: ration.v1.Operation
+	(*BatchResponse)(nil),           // 15: ration.v1.BatchResponse
+	(*OperationResult)(nil),         // 16: ration.v1.OperationResult
+	(*Error)(nil),                   // 17: ration.v1.Error
+	(*InsufficientCredits)(nil),     // 18: ration.v1.InsufficientCredits
+	(*InvalidField)(nil),            // 19: ration.v1.InvalidField
+	(*StatusRequest)(nil),           // 20: ration.v1.StatusRequest
+	(*StatusResponse)(nil),          // 21: ration.v1.StatusResponse
+	(*Node)(nil),                    // 22: ration.v1.Node
+	(*Shard)(nil),                   // 23: ration.v1.Shard
+	(*GetRoutingTableRequest)(nil),  // 24: ration.v1.GetRoutingTableRequest
+	(*GetRoutingTableResponse)(nil), // 25: ration.v1.GetRoutingTableResponse
+	(*RoutingNode)(nil),             // 26: ration.v1.RoutingNode
+	(*ShardRoute)(nil),              // 27: ration.v1.ShardRoute
+	(*RouteHint)(nil),               // 28: ration.v1.RouteHint
 }
 var file_ration_v1_ledger_proto_depIdxs = []int32{
 	6,  // 0: ration.v1.DeductResponse.allocations:type_name -> ration.v1.Allocation
@@ -2030,23 +2400,27 @@ var file_ration_v1_ledger_proto_depIdxs = []int32{
 	18, // 14: ration.v1.Error.insufficient:type_name -> ration.v1.InsufficientCredits
 	22, // 15: ration.v1.StatusResponse.nodes:type_name -> ration.v1.Node
 	23, // 16: ration.v1.StatusResponse.shards:type_name -> ration.v1.Shard
-	2,  // 17: ration.v1.Ledger.Grant:input_type -> ration.v1.GrantRequest
-	4,  // 18: ration.v1.Ledger.Deduct:input_type -> ration.v1.DeductRequest
-	7,  // 19: ration.v1.Ledger.GetBalance:input_type -> ration.v1.GetBalanceRequest
-	10, // 20: ration.v1.Ledger.ListEvents:input_type -> ration.v1.ListEventsRequest
-	13, // 21: ration.v1.Ledger.Batch:input_type -> ration.v1.BatchRequest
-	20, // 22: ration.v1.Admin.Status:input_type -> ration.v1.StatusRequest
-	3,  // 23: ration.v1.Ledger.Grant:output_type -> ration.v1.GrantResponse
-	5,  // 24: ration.v1.Ledger.Deduct:output_type -> ration.v1.DeductResponse
-	8,  // 25: ration.v1.Ledger.GetBalance:output_type -> ration.v1.GetBalanceResponse
-	11, // 26: ration.v1.Ledger.ListEvents:output_type -> ration.v1.ListEventsResponse
-	15, // 27: ration.v1.Ledger.Batch:output_type -> ration.v1.BatchResponse
-	21, // 28: ration.v1.Admin.Status:output_type -> ration.v1.StatusResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 17: ration.v1.GetRoutingTableResponse.nodes:type_name -> ration.v1.RoutingNode
+	27, // 18: ration.v1.GetRoutingTableResponse.shards:type_name -> ration.v1.ShardRoute
+	2,  // 19: ration.v1.Ledger.Grant:input_type -> ration.v1.GrantRequest
+	4,  // 20: ration.v1.Ledger.Deduct:input_type -> ration.v1.DeductRequest
+	7,  // 21: ration.v1.Ledger.GetBalance:input_type -> ration.v1.GetBalanceRequest
+	10, // 22: ration.v1.Ledger.ListEvents:input_type -> ration.v1.ListEventsRequest
+	13, // 23: ration.v1.Ledger.Batch:input_type -> ration.v1.BatchRequest
+	20, // 24: ration.v1.Admin.Status:input_type -> ration.v1.StatusRequest
+	24, // 25: ration.v1.Routing.GetRoutingTable:input_type -> ration.v1.GetRoutingTableRequest
+	3,  // 26: ration.v1.Ledger.Grant:output_type -> ration.v1.GrantResponse
+	5,  // 27: ration.v1.Ledger.Deduct:output_type -> ration.v1.DeductResponse
+	8,  // 28: ration.v1.Ledger.GetBalance:output_type -> ration.v1.GetBalanceResponse
+	11, // 29: ration.v1.Ledger.ListEvents:output_type -> ration.v1.ListEventsResponse
+	15, // 30: ration.v1.Ledger.Batch:output_type -> ration.v1.BatchResponse
+	21, // 31: ration.v1.Admin.Status:output_type -> ration.v1.StatusResponse
+	25, // 32: ration.v1.Routing.GetRoutingTable:output_type -> ration.v1.GetRoutingTableResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ration_v1_ledger_proto_init() }
@@ -2074,9 +2448,9 @@ func file_ration_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ration_v1_ledger_proto_rawDesc), len(file_ration_v1_ledger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   27,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_ration_v1_ledger_proto_goTypes,
 		DependencyIndexes: file_ration_v1_ledger_proto_depIdxs,

@@ -537,3 +537,141 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "ration/v1/ledger.proto",
 }
+
+const (
+	Routing_GetRoutingTable_FullMethodName = "/ration.v1.Routing/GetRoutingTable"
+)
+
+// RoutingClient is the client API for Routing service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Routing tells clients which node leads each user's shard, so that a client
+// can send each request straight to that node. Any node still answers any
+// request, forwarding it to the leader (one more hop), so routing is only an
+// optimisation: a client whose table is stale or empty pays a forward, never
+// an error.
+//
+// A user's shard is `hash(user) mod shard_count`, with the function that
+// GetRoutingTableResponse.hash names. A client that does not know that name
+// must not route (it sends requests to any node instead).
+//
+// Hints: when a node answers a Ledger call for a user whose shard it does
+// not lead (it forwarded the request, or failed to), it adds one RouteHint
+// per such shard to the call's trailing metadata under the binary key
+// "ration-route-bin" (each value a serialized RouteHint). A client learns of
+// a leadership change from them without asking for the table.
+type RoutingClient interface {
+	// GetRoutingTable returns the answering node's view of where shards are
+	// led. Served locally by any node; it never waits for a leader.
+	GetRoutingTable(ctx context.Context, in *GetRoutingTableRequest, opts ...grpc.CallOption) (*GetRoutingTableResponse, error)
+}
+
+type routingClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRoutingClient(cc grpc.ClientConnInterface) RoutingClient {
+	return &routingClient{cc}
+}
+
+func (c *routingClient) GetRoutingTable(ctx context.Context, in *GetRoutingTableRequest, opts ...grpc.CallOption) (*GetRoutingTableResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRoutingTableResponse)
+	err := c.cc.Invoke(ctx, Routing_GetRoutingTable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RoutingServer is the server API for Routing service.
+// All implementations must embed UnimplementedRoutingServer
+// for forward compatibility.
+//
+// Routing tells clients which node leads each user's shard, so that a client
+// can send each request straight to that node. Any node still answers any
+// request, forwarding it to the leader (one more hop), so routing is only an
+// optimisation: a client whose table is stale or empty pays a forward, never
+// an error.
+//
+// A user's shard is `hash(user) mod shard_count`, with the function that
+// GetRoutingTableResponse.hash names. A client that does not know that name
+// must not route (it sends requests to any node instead).
+//
+// Hints: when a node answers a Ledger call for a user whose shard it does
+// not lead (it forwarded the request, or failed to), it adds one RouteHint
+// per such shard to the call's trailing metadata under the binary key
+// "ration-route-bin" (each value a serialized RouteHint). A client learns of
+// a leadership change from them without asking for the table.
+type RoutingServer interface {
+	// GetRoutingTable returns the answering node's view of where shards are
+	// led. Served locally by any node; it never waits for a leader.
+	GetRoutingTable(context.Context, *GetRoutingTableRequest) (*GetRoutingTableResponse, error)
+	mustEmbedUnimplementedRoutingServer()
+}
+
+// UnimplementedRoutingServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRoutingServer struct{}
+
+func (UnimplementedRoutingServer) GetRoutingTable(context.Context, *GetRoutingTableRequest) (*GetRoutingTableResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRoutingTable not implemented")
+}
+func (UnimplementedRoutingServer) mustEmbedUnimplementedRoutingServer() {}
+func (UnimplementedRoutingServer) testEmbeddedByValue()                 {}
+
+// UnsafeRoutingServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RoutingServer will
+// result in compilation errors.
+type UnsafeRoutingServer interface {
+	mustEmbedUnimplementedRoutingServer()
+}
+
+func RegisterRoutingServer(s grpc.ServiceRegistrar, srv RoutingServer) {
+	// If the following call panics, it indicates UnimplementedRoutingServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Routing_ServiceDesc, srv)
+}
+
+func _Routing_GetRoutingTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRoutingTableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RoutingServer).GetRoutingTable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Routing_GetRoutingTable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RoutingServer).GetRoutingTable(ctx, req.(*GetRoutingTableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Routing_ServiceDesc is the grpc.ServiceDesc for Routing service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Routing_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "ration.v1.Routing",
+	HandlerType: (*RoutingServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetRoutingTable",
+			Handler:    _Routing_GetRoutingTable_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "ration/v1/ledger.proto",
+}
