@@ -14,6 +14,16 @@
 // the retry budget does not allow it, the call ends with
 // ErrOutcomeUnknown instead. See docs/semantics.md.
 //
+// Routing: the client asks the cluster which node leads each shard (the
+// ration.v1 Routing service) and sends each call for a user straight to
+// the leader of the user's shard, sparing the hop a node takes to forward
+// a call it does not lead. It keeps the table fresh in the background,
+// from route hints in answers and after a routed attempt fails. Until it
+// knows a shard's leader, or while it has no connection up to it, calls
+// go to the Endpoints, which forward them: a stale table costs a forward,
+// never an error. Batch splits its operations by leader and sends the
+// parts in parallel. Options.DisableRouting turns all of this off.
+//
 // A Client is safe for concurrent use. Create one per process and Close it
 // when done.
 package client
@@ -34,6 +44,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
@@ -67,9 +78,21 @@ const settleAfter = 250 * time.Millisecond
 // Options configures a Client.
 type Options struct {
 	// Endpoints are the host:port addresses of the nodes' gRPC API. Calls
-	// are spread over them round-robin, and a failed attempt is retried on
-	// the next one. Any node serves any user. Required.
+	// that routing does not send to a leader are spread over them
+	// round-robin, and a failed attempt is retried on the next one. Any
+	// node serves any user. The routing table is fetched from them.
+	// Required.
 	Endpoints []string
+	// DisableRouting sends every call to the Endpoints, which forward it
+	// to the leader of its user's shard, instead of straight to that
+	// leader. Routing dials the gRPC addresses the nodes advertise; where
+	// the client cannot reach them (a cluster behind a load balancer),
+	// calls go to the Endpoints anyway, and turning routing off saves the
+	// futile dials.
+	DisableRouting bool
+	// RoutingRefresh is how often the routing table is fetched again when
+	// nothing says it is stale. 0 means DefaultRoutingRefresh.
+	RoutingRefresh time.Duration
 	// TLS enables TLS with this configuration; nil means plaintext.
 	TLS *tls.Config
 	// Timeout bounds each attempt. 0 means DefaultTimeout; negative means
@@ -118,24 +141,47 @@ func (b Backoff) Delay(retry int) time.Duration {
 
 // Client talks to a Ration cluster.
 type Client struct {
-	eps     []*endpoint
-	rr      atomic.Uint64
-	timeout time.Duration
-	budget  time.Duration
-	backoff Backoff
-	log     *slog.Logger
-	now     func() time.Time
-	closed  atomic.Bool
+	eps      []*endpoint // Options.Endpoints
+	rr       atomic.Uint64
+	timeout  time.Duration
+	budget   time.Duration
+	backoff  Backoff
+	log      *slog.Logger
+	now      func() time.Time
+	dialOpts []grpc.DialOption
+	routes   *router // nil when routing is disabled
+	closed   atomic.Bool
 }
 
 type endpoint struct {
-	addr   string
-	conn   *grpc.ClientConn
-	ledger rationv1.LedgerClient
-	admin  rationv1.AdminClient
+	addr    string
+	conn    *grpc.ClientConn
+	ledger  rationv1.LedgerClient
+	admin   rationv1.AdminClient
+	routing rationv1.RoutingClient
+	// seed: one of Options.Endpoints, kept for the client's life.
+	seed bool
 	// suspectUntil is a UnixNano time before which the endpoint is skipped
 	// if another one is available.
 	suspectUntil atomic.Int64
+	// wanted is a UnixNano time when the routing table last named the
+	// endpoint's address (router.retire).
+	wanted atomic.Int64
+}
+
+// dial makes an endpoint for addr; gRPC connects in the background.
+func (c *Client) dial(addr string) (*endpoint, error) {
+	conn, err := grpc.NewClient(addr, c.dialOpts...)
+	if err != nil {
+		return nil, err
+	}
+	conn.Connect()
+	return &endpoint{
+		addr: addr, conn: conn,
+		ledger:  rationv1.NewLedgerClient(conn),
+		admin:   rationv1.NewAdminClient(conn),
+		routing: rationv1.NewRoutingClient(conn),
+	}, nil
 }
 
 // New returns a Client for the endpoints in opts. It does not wait for
@@ -169,7 +215,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.TLS != nil {
 		creds = credentials.NewTLS(opts.TLS)
 	}
-	dial := append([]grpc.DialOption{
+	c.dialOpts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		// gRPC's default reconnect backoff grows to two minutes; a node
 		// restarting after a crash should get traffic again within seconds.
@@ -184,28 +230,32 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		if addr == "" {
 			continue
 		}
-		conn, err := grpc.NewClient(addr, dial...)
+		ep, err := c.dial(addr)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("ration: new client: endpoint %q: %w", addr, err)
 		}
-		conn.Connect()
-		c.eps = append(c.eps, &endpoint{
-			addr: addr, conn: conn,
-			ledger: rationv1.NewLedgerClient(conn),
-			admin:  rationv1.NewAdminClient(conn),
-		})
+		ep.seed = true
+		c.eps = append(c.eps, ep)
 	}
 	if len(c.eps) == 0 {
 		return nil, errors.New("ration: new client: no endpoints")
+	}
+	if !opts.DisableRouting {
+		c.routes = newRouter(c, opts.RoutingRefresh)
 	}
 	return c, nil
 }
 
 // Close releases the connections. In-flight calls fail.
 func (c *Client) Close() error {
-	c.closed.Store(true)
+	if c.closed.Swap(true) {
+		return nil
+	}
 	var errs []error
+	if c.routes != nil {
+		errs = c.routes.close()
+	}
 	for _, ep := range c.eps {
 		if err := ep.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close %s: %w", ep.addr, err))
@@ -262,6 +312,9 @@ type call struct {
 	method string // for logs: "Grant", "GetBalance", ...
 	write  bool
 	op, id string // for OutcomeUnknownError
+	// user is whose shard the call is for, which routing sends it to the
+	// leader of; empty for calls any node answers alike (Status).
+	user string
 }
 
 // retrier tracks one logical operation's attempts.
@@ -400,10 +453,11 @@ func (r *retrier) giveUp(ctx context.Context) error {
 }
 
 // do runs f until it succeeds, fails for good, or the retry budget or ctx
-// runs out. f gets a per-attempt context and the endpoint to use; it must
-// send the same request every time, which is what makes retrying writes
-// safe.
-func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoint) error) error {
+// runs out. f gets a per-attempt context, the endpoint to use and the call
+// options to pass on (they collect route hints); it must send the same
+// request every time, which is what makes retrying writes safe, whichever
+// node each attempt goes to.
+func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoint, []grpc.CallOption) error) error {
 	r := c.retrier(k)
 	for pos := c.start(); ; pos++ {
 		if ctx.Err() != nil {
@@ -414,12 +468,14 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 		if c.closed.Load() {
 			return fmt.Errorf("ration: %s: %w", strings.ToLower(k.method), ErrClosed)
 		}
-		ep, at := c.pick(pos)
+		ep, at, node := c.target(k.user, pos)
 		pos = at
 		r.attempts++
 		actx, cancel, sent := c.attemptContext(ctx)
-		err := f(actx, ep)
+		var md metadata.MD
+		err := f(actx, ep, c.trailer(&md))
 		cancel()
+		c.learn(k.user, node, md, err)
 		if err == nil {
 			return nil
 		}

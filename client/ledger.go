@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sync"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
@@ -17,9 +20,9 @@ import (
 func (c *Client) Grant(ctx context.Context, user string, g Grant) (GrantResult, error) {
 	req := g.proto(user)
 	var resp *rationv1.GrantResponse
-	err := c.do(ctx, call{method: "Grant", write: true, op: "grant", id: g.ID}, func(ctx context.Context, ep *endpoint) error {
+	err := c.do(ctx, call{method: "Grant", write: true, op: "grant", id: g.ID, user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
 		var err error
-		resp, err = ep.ledger.Grant(ctx, req)
+		resp, err = ep.ledger.Grant(ctx, req, co...)
 		return err
 	})
 	if err != nil {
@@ -34,9 +37,9 @@ func (c *Client) Grant(ctx context.Context, user string, g Grant) (GrantResult, 
 func (c *Client) Deduct(ctx context.Context, user string, d Deduction) (DeductResult, error) {
 	req := d.proto(user)
 	var resp *rationv1.DeductResponse
-	err := c.do(ctx, call{method: "Deduct", write: true, op: "deduct", id: d.ID}, func(ctx context.Context, ep *endpoint) error {
+	err := c.do(ctx, call{method: "Deduct", write: true, op: "deduct", id: d.ID, user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
 		var err error
-		resp, err = ep.ledger.Deduct(ctx, req)
+		resp, err = ep.ledger.Deduct(ctx, req, co...)
 		return err
 	})
 	if err != nil {
@@ -71,9 +74,9 @@ func readOpts(opts []ReadOption) readOptions {
 func (c *Client) Balance(ctx context.Context, user string, at *int64, opts ...ReadOption) (BalanceResult, error) {
 	req := &rationv1.GetBalanceRequest{User: user, At: at, Consistency: readOpts(opts).consistency}
 	var resp *rationv1.GetBalanceResponse
-	err := c.do(ctx, call{method: "GetBalance"}, func(ctx context.Context, ep *endpoint) error {
+	err := c.do(ctx, call{method: "GetBalance", user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
 		var err error
-		resp, err = ep.ledger.GetBalance(ctx, req)
+		resp, err = ep.ledger.GetBalance(ctx, req, co...)
 		return err
 	})
 	if err != nil {
@@ -91,9 +94,9 @@ func (c *Client) Events(ctx context.Context, user string, q EventsQuery, opts ..
 		Consistency: readOpts(opts).consistency,
 	}
 	var resp *rationv1.ListEventsResponse
-	err := c.do(ctx, call{method: "ListEvents"}, func(ctx context.Context, ep *endpoint) error {
+	err := c.do(ctx, call{method: "ListEvents", user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
 		var err error
-		resp, err = ep.ledger.ListEvents(ctx, req)
+		resp, err = ep.ledger.ListEvents(ctx, req, co...)
 		return err
 	})
 	if err != nil {
@@ -148,7 +151,7 @@ func (c *Client) Status(ctx context.Context, opts ...StatusOption) (ClusterStatu
 		o(req)
 	}
 	var resp *rationv1.StatusResponse
-	err := c.do(ctx, call{method: "Status"}, func(ctx context.Context, ep *endpoint) error {
+	err := c.do(ctx, call{method: "Status"}, func(ctx context.Context, ep *endpoint, _ []grpc.CallOption) error {
 		var err error
 		resp, err = ep.admin.Status(ctx, req)
 		return err
@@ -163,6 +166,12 @@ func (c *Client) Status(ctx context.Context, opts ...StatusOption) (ClusterStatu
 // as few calls as possible (MaxBatchOps operations per call, in order).
 // Like the server's Batch it is not atomic: each operation succeeds or
 // fails on its own.
+//
+// With routing, the operations are split by the node that leads their
+// user's shard, and the parts are sent to those nodes in parallel (the
+// operations whose leader is not known form one more part, sent to an
+// Endpoint). All of a user's operations are in one part, in their order,
+// and a part longer than MaxBatchOps is sent as consecutive calls.
 //
 // The result has one entry per operation, in order. Operations that fail
 // transiently (the whole call, or just them, e.g. because their user's
@@ -182,9 +191,27 @@ func (c *Client) Status(ctx context.Context, opts ...StatusOption) (ClusterStatu
 // which operations are affected; re-sending exactly those is safe.
 func (c *Client) Batch(ctx context.Context, ops []Op) ([]OpResult, error) {
 	results := make([]OpResult, len(ops))
-	for lo := 0; lo < len(ops); lo += MaxBatchOps {
-		hi := min(lo+MaxBatchOps, len(ops))
-		c.batch(ctx, ops[lo:hi], results[lo:hi])
+	parts := c.partsByLeader(ops)
+	if len(parts) <= 1 {
+		c.batchPart(ctx, ops, results)
+	} else {
+		var wg sync.WaitGroup
+		for _, idx := range parts {
+			wg.Go(func() {
+				sub := make([]Op, len(idx))
+				for j, i := range idx {
+					sub[j] = ops[i]
+				}
+				res := make([]OpResult, len(idx))
+				c.batchPart(ctx, sub, res)
+				// Each part owns its indices: no two goroutines write
+				// the same element.
+				for j, i := range idx {
+					results[i] = res[j]
+				}
+			})
+		}
+		wg.Wait()
 	}
 	var (
 		n     int
@@ -202,6 +229,47 @@ func (c *Client) Batch(ctx context.Context, ops []Op) ([]OpResult, error) {
 		return results, fmt.Errorf("ration: batch: %d of %d operation(s) without an outcome: %w", n, len(ops), first)
 	}
 	return results, nil
+}
+
+// partsByLeader groups the positions of ops by where routing sends each
+// now: the leader of its user's shard, or an Endpoint when that is not
+// known. A user's operations all land in one part, in their order. One
+// part (all of ops) without routing.
+func (c *Client) partsByLeader(ops []Op) [][]int {
+	if c.routes == nil || len(ops) < 2 {
+		return nil
+	}
+	t := c.routes.table.Load()
+	if t == nil {
+		return nil
+	}
+	byShard := map[uint32]int{} // shard → part
+	byEp := map[*endpoint]int{} // leader's endpoint (nil: an Endpoint) → part
+	var parts [][]int
+	for i, op := range ops {
+		shard := t.shardOf(op.User)
+		k, ok := byShard[shard]
+		if !ok {
+			ep, _ := c.routes.leaderOf(t, shard)
+			if k, ok = byEp[ep]; !ok {
+				k = len(parts)
+				byEp[ep] = k
+				parts = append(parts, nil)
+			}
+			byShard[shard] = k
+		}
+		parts[k] = append(parts[k], i)
+	}
+	return parts
+}
+
+// batchPart sends ops in calls of at most MaxBatchOps, one after the
+// other, so that a user's operations are applied in their order.
+func (c *Client) batchPart(ctx context.Context, ops []Op, results []OpResult) {
+	for lo := 0; lo < len(ops); lo += MaxBatchOps {
+		hi := min(lo+MaxBatchOps, len(ops))
+		c.batch(ctx, ops[lo:hi], results[lo:hi])
+	}
 }
 
 // definitive reports whether err is the server's final word on an
@@ -265,12 +333,18 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 			req.Operations[j] = ops[i].proto()
 			attempts[i]++
 		}
-		ep, at := c.pick(pos)
+		// The part's operations were led by one node when it was made:
+		// routing by the first one's user sends them all there, unless
+		// leadership moved since (the node then forwards).
+		user := ops[pending[0]].User
+		ep, at, node := c.target(user, pos)
 		pos = at
 		r.attempts++
 		actx, cancel, sent := c.attemptContext(ctx)
-		resp, err := ep.ledger.Batch(actx, req)
+		var md metadata.MD
+		resp, err := ep.ledger.Batch(actx, req, c.trailer(&md)...)
 		cancel()
+		c.learn(user, node, md, err)
 
 		var callErr error
 		// The operations refused while an earlier attempt of theirs may
