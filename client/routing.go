@@ -39,6 +39,9 @@ const (
 
 // RouteStats counts where a Client's attempts went.
 type RouteStats struct {
+	// Enabled is false when the client does not route
+	// (Options.DisableRouting); the counts are then zero.
+	Enabled bool
 	// Direct attempts went to the node the routing table names as leader
 	// of the user's shard.
 	Direct uint64
@@ -347,11 +350,10 @@ func (r *router) retire() {
 
 // stats reads the counters.
 func (r *router) stats() RouteStats {
-	return RouteStats{Direct: r.direct.Load(), Fallback: r.fallback.Load(), Redirected: r.redirected.Load()}
+	return RouteStats{Enabled: true, Direct: r.direct.Load(), Fallback: r.fallback.Load(), Redirected: r.redirected.Load()}
 }
 
-// RouteStats tells where the Client's attempts went; all zero when
-// routing is disabled.
+// RouteStats tells where the Client's attempts went.
 func (c *Client) RouteStats() RouteStats {
 	if c.routes == nil {
 		return RouteStats{}

@@ -1,6 +1,6 @@
 // Command rationctl is the command-line client of a Ration cluster.
 //
-//	rationctl [--addr host:port,...] [--output table|json] [--timeout D] COMMAND
+//	rationctl [--addr host:port,...] [--output table|json] [--timeout D] [--no-routing] COMMAND
 //
 //	grant USER --id ID --amount N [--at T] [--expires T] [--priority N]
 //	deduct USER --id ID --amount N [--at T]        prints the grants that paid
@@ -11,7 +11,9 @@
 //	bench [--clients N] [--users N] [--duration D | --ops N] [--mix ...]
 //	      [--protocol grpc|http --http-addr A] [--rate N]
 //
-// --addr defaults to $RATION_ADDR, then 127.0.0.1:9090. Times T are Unix
+// --addr defaults to $RATION_ADDR, then 127.0.0.1:9090. Calls go straight
+// to the leader of their user's shard (the client's routing); --no-routing
+// sends them to --addr, which forwards them. Times T are Unix
 // milliseconds, RFC 3339, "now" or a signed offset such as -2h or +30m.
 // Exit codes: 0 success, 1 failure, 2 usage error. See `rationctl --help`.
 package main

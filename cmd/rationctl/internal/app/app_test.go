@@ -395,6 +395,18 @@ func TestBenchGRPC(t *testing.T) {
 	if ops != 20+writes {
 		t.Errorf("server applied %d ops, want 20 initial grants + %d writes", ops, writes)
 	}
+	// The fake has no routing table: every attempt went through --addr.
+	if r := rep.Routing; r == nil || !r.Enabled || r.Direct != 0 || r.Fallback < 400 {
+		t.Errorf("routing %+v, want enabled, every attempt a fallback", r)
+	}
+	code, out, errs = h.run("--no-routing", "bench", "--ops", "10", "--clients", "2", "--users", "2", "-o", "json")
+	rep = jsonBench{}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil {
+		t.Fatalf("--no-routing: exit %d, %v: %s", code, err, errs)
+	}
+	if r := rep.Routing; r == nil || r.Enabled || r.Fallback != 0 {
+		t.Errorf("--no-routing: routing %+v, want disabled", r)
+	}
 
 	// Table output, a refusing mix (deductions bigger than the grants) and a rate.
 	h = newHarness(t)
@@ -408,7 +420,7 @@ func TestBenchGRPC(t *testing.T) {
 		t.Errorf("60 ops at 300/s took %v, want about 200ms", d)
 	}
 	if !strings.Contains(out, "grpc, 4 clients, 3 users") || !strings.Contains(out, "deduct  refused") ||
-		!strings.Contains(out, "OP      OUTCOME  COUNT") {
+		!strings.Contains(out, "OP      OUTCOME  COUNT") || !strings.Contains(out, "0 attempts straight to the leader") {
 		t.Errorf("table:\n%s", out)
 	}
 }

@@ -179,6 +179,9 @@ type benchDriver interface {
 	balance(ctx context.Context, user string) error
 	// batch sends ops in one call and returns each one's error.
 	batch(ctx context.Context, ops []client.Op) []error
+	// routing says where the calls went; nil when the protocol does not
+	// route.
+	routing() *jsonRouting
 	close() error
 }
 
@@ -224,6 +227,11 @@ func (d grpcDriver) batch(ctx context.Context, ops []client.Op) []error {
 		}
 	}
 	return errs
+}
+
+func (d grpcDriver) routing() *jsonRouting {
+	rs := d.c.RouteStats()
+	return &jsonRouting{Enabled: rs.Enabled, Direct: rs.Direct, Fallback: rs.Fallback, Redirected: rs.Redirected}
 }
 
 func (d grpcDriver) close() error { return d.c.Close() }
@@ -382,6 +390,7 @@ func (a *App) runBench(ctx context.Context, drv benchDriver, o benchOptions, mix
 		fmt.Fprintf(a.Stderr, "bench: first error: %v\n", *p)
 	}
 	rep := benchReport(&st, o, mix, elapsed)
+	rep.Routing = drv.routing()
 	if a.g.output == outJSON {
 		return writeJSON(a.Stdout, rep)
 	}
@@ -440,6 +449,16 @@ type jsonBench struct {
 	Refused    int64          `json:"refused"`
 	Errors     int64          `json:"errors"`
 	Results    []jsonBenchRow `json:"results"`
+	Routing    *jsonRouting   `json:"routing,omitempty"`
+}
+
+// jsonRouting counts the attempts of a run (setup included) by where they
+// went: see client.RouteStats. Enabled is false with --no-routing.
+type jsonRouting struct {
+	Enabled    bool   `json:"enabled"`
+	Direct     uint64 `json:"direct"`
+	Fallback   uint64 `json:"fallback"`
+	Redirected uint64 `json:"redirected"`
 }
 
 func benchReport(st *benchStats, o benchOptions, mix [numOps]int, elapsed time.Duration) jsonBench {
@@ -484,6 +503,14 @@ func printBenchTable(w io.Writer, rep jsonBench) {
 			d(r.LatencyUS.P50), d(r.LatencyUS.P99), d(r.LatencyUS.P999), d(r.LatencyUS.Max))
 	}
 	tw.Flush()
+	switch r := rep.Routing; {
+	case r == nil:
+	case !r.Enabled:
+		fmt.Fprintln(w, "routing: off (every call went to --addr, which forwards)")
+	default:
+		fmt.Fprintf(w, "routing: %d attempts straight to the leader, %d through --addr (leader unknown or not connected), %d redirected by a node that did not lead\n",
+			r.Direct, r.Fallback, r.Redirected)
+	}
 }
 
 // tokenBucket paces operations at a fixed rate. It hands out slots, the

@@ -60,6 +60,9 @@ func (d *httpDriver) batch(context.Context, []client.Op) []error {
 	panic("bench: --batch over HTTP")
 }
 
+// routing: HTTP clients do not route; the node forwards.
+func (d *httpDriver) routing() *jsonRouting { return nil }
+
 func (d *httpDriver) close() error {
 	d.hc.CloseIdleConnections()
 	return nil

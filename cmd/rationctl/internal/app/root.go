@@ -61,6 +61,7 @@ type globals struct {
 	keyFile     string
 	serverName  string
 	verbose     bool
+	noRouting   bool
 }
 
 // Execute runs rationctl with the process's arguments and standard
@@ -165,6 +166,7 @@ absolute times to repeat a command: "now" and offsets resolve anew.`,
 	pf.StringVar(&a.g.keyFile, "key", "", "private key (PEM) of --cert")
 	pf.StringVar(&a.g.serverName, "server-name", "", "name the nodes' certificate must carry, when --addr names them otherwise (a port-forward); implies --tls")
 	pf.BoolVarP(&a.g.verbose, "verbose", "v", false, "log retries on stderr")
+	pf.BoolVar(&a.g.noRouting, "no-routing", false, "send every call to the --addr nodes, which forward it, instead of straight to the leader of its user's shard (routing needs the nodes' advertised gRPC addresses to be reachable)")
 
 	root.AddCommand(
 		a.grantCommand(),
@@ -238,10 +240,11 @@ func (a *App) dial(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	opts := client.Options{
-		Endpoints:   eps,
-		TLS:         tlsCfg,
-		Timeout:     a.g.timeout,
-		RetryBudget: a.g.retryBudget,
+		Endpoints:      eps,
+		TLS:            tlsCfg,
+		Timeout:        a.g.timeout,
+		RetryBudget:    a.g.retryBudget,
+		DisableRouting: a.g.noRouting,
 	}
 	if a.g.verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
