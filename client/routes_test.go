@@ -1,9 +1,13 @@
 package client
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ration/ration/api/rationv1"
@@ -203,4 +207,59 @@ func FuzzRouting(f *testing.F) {
 			checkTable(t, nt.without(s, nt.leaders[s].node))
 		}
 	})
+}
+
+// A connection to a node the table no longer names is closed after
+// retireAfter; the Endpoints' connections never are.
+func TestRetire(t *testing.T) {
+	c, err := New(context.Background(), Options{Endpoints: []string{"127.0.0.1:1"}, DisableRouting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	clock := time.Unix(1_000_000, 0)
+	c.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return clock
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		clock = clock.Add(d)
+		mu.Unlock()
+	}
+	c.routes = newRouter(c, time.Hour)
+
+	publish := func(addrs map[string]string) {
+		c.routes.wmu.Lock()
+		c.routes.table.Store(&table{shards: 1, leaders: make([]leaderTerm, 1), addrs: addrs})
+		c.routes.wmu.Unlock()
+	}
+	const node = "127.0.0.1:2"
+	publish(map[string]string{"n2": node})
+	ep := c.routes.endpoint(node)
+	if ep == nil {
+		t.Fatal("no endpoint for a valid address")
+	}
+	advance(2 * retireAfter)
+	c.routes.retire()
+	if _, ok := c.routes.eps.Load(node); !ok {
+		t.Fatal("retired a node the table names")
+	}
+
+	publish(map[string]string{})
+	advance(retireAfter / 2)
+	c.routes.retire()
+	if _, ok := c.routes.eps.Load(node); !ok {
+		t.Fatal("retired a node the table stopped naming only just now")
+	}
+	advance(retireAfter)
+	c.routes.retire()
+	if _, ok := c.routes.eps.Load(node); ok || ep.conn.GetState() != connectivity.Shutdown {
+		t.Errorf("a node gone from the table for longer than retireAfter kept its connection (%v)", ep.conn.GetState())
+	}
+	if _, ok := c.routes.eps.Load("127.0.0.1:1"); !ok || c.eps[0].conn.GetState() == connectivity.Shutdown {
+		t.Error("an Endpoint was retired")
+	}
 }

@@ -63,8 +63,10 @@ type router struct {
 	// together do not lose each other's news.
 	wmu sync.Mutex
 
+	// eps holds the connections by address: the Endpoints, and the nodes
+	// dialled. Every routed call reads it; emu serialises the dials.
+	eps sync.Map // string → *endpoint
 	emu sync.Mutex
-	eps map[string]*endpoint // by address: the Endpoints, and the nodes dialled
 
 	kick   chan struct{}
 	stop   context.CancelFunc
@@ -78,9 +80,9 @@ func newRouter(c *Client, interval time.Duration) *router {
 	if interval <= 0 {
 		interval = DefaultRoutingRefresh
 	}
-	r := &router{c: c, interval: interval, eps: map[string]*endpoint{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	r := &router{c: c, interval: interval, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, ep := range c.eps {
-		r.eps[ep.addr] = ep
+		r.eps.LoadOrStore(ep.addr, ep)
 	}
 	var ctx context.Context
 	ctx, r.stop = context.WithCancel(context.Background())
@@ -96,8 +98,8 @@ func (r *router) close() []error {
 	r.emu.Lock()
 	defer r.emu.Unlock()
 	var errs []error
-	for _, ep := range r.eps {
-		if !ep.seed {
+	for _, v := range r.eps.Range {
+		if ep := v.(*endpoint); !ep.seed {
 			if err := ep.conn.Close(); err != nil {
 				errs = append(errs, err)
 			}
@@ -116,17 +118,20 @@ func (r *router) stale() {
 
 // endpoint returns the connection to addr, dialling it on first use.
 func (r *router) endpoint(addr string) *endpoint {
+	if v, ok := r.eps.Load(addr); ok {
+		return v.(*endpoint)
+	}
 	r.emu.Lock()
 	defer r.emu.Unlock()
-	if ep := r.eps[addr]; ep != nil {
-		return ep
+	if v, ok := r.eps.Load(addr); ok {
+		return v.(*endpoint)
 	}
 	ep, err := r.c.dial(addr)
 	if err != nil {
 		return nil // a malformed address: such a node is not routed to
 	}
 	ep.wanted.Store(r.c.now().UnixNano())
-	r.eps[addr] = ep
+	r.eps.Store(addr, ep)
 	return ep
 }
 
@@ -336,13 +341,13 @@ func (r *router) retire() {
 	}
 	r.emu.Lock()
 	defer r.emu.Unlock()
-	for addr, ep := range r.eps {
-		switch {
+	for k, v := range r.eps.Range {
+		switch ep := v.(*endpoint); {
 		case ep.seed:
-		case named[addr]:
+		case named[ep.addr]:
 			ep.wanted.Store(now.UnixNano())
 		case now.Sub(time.Unix(0, ep.wanted.Load())) > retireAfter:
-			delete(r.eps, addr)
+			r.eps.Delete(k)
 			_ = ep.conn.Close()
 		}
 	}
