@@ -136,10 +136,11 @@ func metricValue(t *testing.T, p *proc, name string) float64 {
 	return 0
 }
 
-// newTestClient is a client of one node that does not retry.
+// newTestClient is a client of one node that does not retry, and does not
+// route: every call goes to that node.
 func newTestClient(ctx context.Context, t *testing.T, p *proc, timeout time.Duration) *client.Client {
 	t.Helper()
-	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, Timeout: timeout, RetryBudget: -1})
+	c, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, Timeout: timeout, RetryBudget: -1, DisableRouting: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,11 +165,12 @@ func TestTLSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	// Every node takes a grant for every user: most are forwarded.
+	// Every node takes a grant for every user: most are forwarded (the
+	// clients do not route, so that forwards go over TLS).
 	const users = 12
 	var clients []*client.Client
 	for _, p := range procs {
-		cl, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, TLS: withCert})
+		cl, err := client.New(ctx, client.Options{Endpoints: []string{p.grpcAddr()}, TLS: withCert, DisableRouting: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,6 +190,24 @@ func TestTLSCluster(t *testing.T) {
 				t.Fatalf("balance of tls-c-u%d through %s: %+v, %v; want %d", u, procs[i].id, b, err, len(procs))
 			}
 		}
+	}
+	// A client that routes reaches the leaders over TLS too, at the
+	// addresses they advertise.
+	routed, err := client.New(ctx, client.Options{Endpoints: []string{procs[0].grpcAddr()}, TLS: withCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer routed.Close()
+	for routed.RouteStats().Direct == 0 {
+		for u := range users {
+			if b, err := routed.Balance(ctx, fmt.Sprintf("tls-c-u%d", u), nil); err != nil || b.Balance != int64(len(procs)) {
+				t.Fatalf("balance of tls-c-u%d through a routing client: %+v, %v; want %d", u, b, err, len(procs))
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the routing client never reached a leader directly: %+v", routed.RouteStats())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	checkReplicasConverge(t, procs)
 
