@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test ./ledger/ -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./raftlog/ -run XXX -fuzz FuzzDecodeLog -fuzztime $(FUZZTIME)
 	$(GO) test ./raftlog/ -run XXX -fuzz FuzzLogKey -fuzztime $(FUZZTIME)
+	$(GO) test ./client/ -run XXX -fuzz FuzzRouting -fuzztime $(FUZZTIME)
 
 test: lint build test-race test-cluster test-full fuzz
 
