@@ -199,7 +199,8 @@ func (r *router) learn(user, node string, md metadata.MD, err error) {
 			r.stale()
 		}
 	}
-	if node == "" || err == nil {
+	// CANCELLED is the caller giving up (or Close), not the node failing.
+	if node == "" || err == nil || status.Code(err) == codes.Canceled {
 		return
 	}
 	if retry, _ := transient(status.Code(err)); retry {
