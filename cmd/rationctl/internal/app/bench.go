@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ration/ration/client"
-	"github.com/ration/ration/cmd/rationctl/internal/hist"
+	"github.com/ration/ration/internal/hist"
 )
 
 // Operation kinds and outcomes of the benchmark.
