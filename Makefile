@@ -5,7 +5,7 @@ BIN := bin
 PKGS := ./...
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint generate bench clean chaos chaos-bin chaos-selftest
+.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint generate bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest
 
 all: build
 
@@ -83,8 +83,38 @@ chaos-selftest:
 generate:
 	$(GO) generate ./api/... ./raftfsm/... ./cluster/actorcluster/actorpb/
 
-bench:
+# The ledger's own Go benchmarks (docs/BENCHMARKS.md, "Ledger").
+bench-ledger:
 	$(GO) test ./ledger/ -run XXX -bench . -benchmem
+
+# Ration, etcd and PostgreSQL side by side on this machine under the same
+# load (bench/, its own Go module; docs/BENCHMARKS.md, "Side by side").
+# Installs Debian's etcd-server and postgresql with apt-get when missing.
+# bench (about 15-20 minutes) rewrites the generated section of
+# docs/BENCHMARKS.md and the charts in docs/bench/; bench-quick (under 4
+# minutes: the 64-client rows of Ration on 3 nodes and etcd with 3
+# members) only prints. BENCH_FLAGS adds harness flags, e.g.
+# BENCH_FLAGS='-duration 3s -warmup 1s'; BENCH_LAYOUTS=default runs the
+# node's own raft log layout without passing --raft-log-store.
+BENCH_LAYOUTS ?= shared,bolt
+BENCH_QUICK_LAYOUTS ?= shared
+BENCH_FLAGS ?=
+bench-bin:
+	cd bench && $(GO) build -o ../$(BIN)/ration-bench .
+
+bench: build bench-bin
+	$(BIN)/ration-bench -node-binary $(BIN)/ration-node -layouts $(BENCH_LAYOUTS) \
+		-docs docs/BENCHMARKS.md -charts docs/bench -json out/bench/results.json $(BENCH_FLAGS)
+
+bench-quick: build bench-bin
+	$(BIN)/ration-bench -quick -node-binary $(BIN)/ration-node -layouts $(BENCH_QUICK_LAYOUTS) \
+		-json out/bench/quick.json $(BENCH_FLAGS)
+
+# Tests, vet and staticcheck of the harness module. Not part of lint: its
+# dependencies (etcd's client, pgx, gonum plot) cost CI minutes to build.
+bench-vet:
+	$(GO) build -o $(BIN)/staticcheck honnef.co/go/tools/cmd/staticcheck
+	cd bench && $(GO) vet ./... && ../$(BIN)/staticcheck ./... && $(GO) test -race -short -count=1 ./...
 
 clean:
 	rm -rf $(BIN) out
