@@ -84,11 +84,11 @@ func measure(ctx context.Context, o options, args []string, stdout, stderr io.Wr
 			fmt.Fprintln(stderr, "bench:", err)
 		}
 	}()
-	bins, err := findBinaries(ctx, o, stderr)
-	if err != nil {
+	if err := checkLayouts(ctx, o); err != nil {
 		return err
 	}
-	if err := checkLayouts(ctx, o); err != nil {
+	bins, err := findBinaries(ctx, o, stderr)
+	if err != nil {
 		return err
 	}
 	r := report.Run{
