@@ -247,19 +247,10 @@ func (a *userActor) syncChanged(ctx context.Context, barrier bool) (bool, error)
 	if len(ops) == 0 {
 		return false, nil
 	}
-	for i, op := range ops {
-		var err error
-		switch {
-		case op.Grant != nil:
-			_, err = a.l.Grant(*op.Grant)
-		case op.Deduction != nil:
-			_, err = a.l.Deduct(*op.Deduction)
-		}
-		if err != nil {
-			// Every logged op was validated against exactly this prefix.
-			a.drop("replay-failed")
-			return false, fmt.Errorf("actors: user %s: logged op %d does not replay: %w", a.user, a.version+uint64(i), errors.Join(err, errReplay))
-		}
+	if err := replay(a.l, ops); err != nil {
+		at := a.version
+		a.drop("replay-failed")
+		return false, fmt.Errorf("actors: user %s: at version %d: %w", a.user, at, err)
 	}
 	a.version = v
 	return true, nil

@@ -20,8 +20,3 @@ func chaosRoutes(api http.Handler) http.Handler {
 	m.Handle("/", api)
 	return m
 }
-
-// HostsReplica reports whether this node holds a replica of the shard.
-// The router asks for it only in the chaosbug_stalereads build, which
-// serves reads from any local replica.
-func (l locator) HostsReplica(shard uint32) bool { return l.n.host.FSM(shard) != nil }

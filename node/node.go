@@ -197,7 +197,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 		cleanup = append(cleanup, n.actors.FollowLeadership(n.host))
 		remote = n.actors
 	}
-	n.router = routing.New(n.dir, locator{n}, routing.Options{Remote: remote})
+	// Stale reads are answered from this node's own replica, follower or
+	// leader, without asking the leader.
+	views := actors.NewViews(replica{n.host, cfg.Shards}, 0, n.reg)
+	n.router = routing.New(n.dir, locator{n}, routing.Options{Remote: remote, Replicas: views})
 	svc := service.New(n.router, chaosClock())
 
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr())
@@ -417,6 +420,16 @@ func (r replica) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, 
 
 func (r replica) ReadBarrier(ctx context.Context, shard uint32) error {
 	return r.h.ReadBarrier(ctx, shard)
+}
+
+// Replica is this node's replica of shard if it serves reads: hosted, and
+// a voter (shards.Host.IsVoter).
+func (r replica) Replica(shard uint32) (actors.UserLogs, bool) {
+	fsm := r.h.FSM(shard)
+	if fsm == nil || !r.h.IsVoter(shard) {
+		return nil, false
+	}
+	return fsm, true
 }
 
 func (r replica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {

@@ -92,3 +92,6 @@ func (r *Replica) ReadBarrier(ctx context.Context, shard uint32) error {
 func (r *Replica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {
 	return r.shards[shard].LogSince(user, from)
 }
+
+// Shard is the state machine of shard.
+func (r *Replica) Shard(shard uint32) *raftfsm.Shard { return r.shards[shard] }

@@ -36,6 +36,20 @@ type Options struct {
 	// (not the leader, unreachable, no reply in time) wrap
 	// service.ErrUnavailable. Nil on a single node.
 	Remote service.Backend
+	// Replicas answers stale reads from this node's own replica of the
+	// user's shard when this node holds one and does not lead the shard,
+	// without asking the leader, so even while the shard has none. Nil:
+	// stale reads go to the leader like the others.
+	Replicas Replicas
+}
+
+// Replicas answers reads from this node's own replicas (*actors.Views).
+type Replicas interface {
+	// Hosts reports whether this node holds a replica of the shard that
+	// serves reads.
+	Hosts(shard uint32) bool
+	Balance(ctx context.Context, user string, at int64) (actors.BalanceResult, error)
+	History(ctx context.Context, user string, from, to int64, skip, limit int) (actors.Page, error)
 }
 
 // Router is a service.Backend that routes by shard leadership.
@@ -185,10 +199,16 @@ func (r *Router) Deduct(ctx context.Context, user string, d ledger.Deduction) (a
 	})
 }
 
-// Balance routes a balance read. Stale reads are served by the leader too:
-// this node may not hold a replica of the shard.
+// Balance routes a balance read. A stale one is answered by this node's
+// replica when it holds one (see replicaRead), else it goes to the leader
+// like a linearizable one.
 func (r *Router) Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error) {
 	if served, res, err := readLocally(ctx, r, user, at, stale); served {
+		return res, err
+	}
+	if served, res, err := replicaRead(r, user, stale, func(rs Replicas) (actors.BalanceResult, error) {
+		return rs.Balance(ctx, user, at)
+	}); served {
 		return res, err
 	}
 	return route(ctx, r, user, func(ctx context.Context, b service.Backend) (actors.BalanceResult, error) {
@@ -196,9 +216,35 @@ func (r *Router) Balance(ctx context.Context, user string, at int64, stale bool)
 	})
 }
 
-// History routes a history page.
+// History routes a history page; a stale one as Balance does.
 func (r *Router) History(ctx context.Context, user string, from, to int64, skip, limit int, stale bool) (actors.Page, error) {
+	if served, res, err := replicaRead(r, user, stale, func(rs Replicas) (actors.Page, error) {
+		return rs.History(ctx, user, from, to, skip, limit)
+	}); served {
+		return res, err
+	}
 	return route(ctx, r, user, func(ctx context.Context, b service.Backend) (actors.Page, error) {
 		return b.History(ctx, user, from, to, skip, limit, stale)
 	})
+}
+
+// replicaRead answers a stale read from this node's own replica of the
+// user's shard, if it holds one and does not lead the shard: no leader is
+// asked, so it answers while the shard has none. The leader answers its
+// stale reads through the user's actor, whose cache is its replica's log
+// too. served is false when the read must be routed instead.
+func replicaRead[T any](r *Router, user string, stale bool, read func(Replicas) (T, error)) (served bool, res T, err error) {
+	if !stale || r.opts.Replicas == nil {
+		return false, res, nil
+	}
+	shard := r.loc.ShardOf(user)
+	if r.loc.LocalLeader(shard) || !r.opts.Replicas.Hosts(shard) {
+		return false, res, nil
+	}
+	res, err = read(r.opts.Replicas)
+	if errors.Is(err, actors.ErrNoReplica) {
+		// The replica moved away since Hosts: ask the leader.
+		return false, res, nil
+	}
+	return true, res, err
 }

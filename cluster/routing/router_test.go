@@ -110,6 +110,27 @@ type fakeNode struct {
 	router *Router
 	remote *remote
 	http   *httptest.Server
+	rep    *actorstest.Replica // the node's own
+}
+
+// ownReplicas is a fake node's own replica, as the replicas it holds.
+type ownReplicas struct{ rep *actorstest.Replica }
+
+func (o ownReplicas) ShardOf(user string) uint32 { return o.rep.ShardOf(user) }
+
+func (o ownReplicas) Replica(shard uint32) (actors.UserLogs, bool) { return o.rep.Shard(shard), true }
+
+// hostedViews are views of a node's own replica that it holds (hosts) or
+// not.
+type hostedViews struct {
+	*actors.Views
+	hosts bool
+}
+
+func (h hostedViews) Hosts(uint32) bool { return h.hosts }
+
+func replicasOf(n *fakeNode, hosts bool) Replicas {
+	return hostedViews{Views: actors.NewViews(ownReplicas{n.rep}, 0, nil), hosts: hosts}
 }
 
 // newWorld starts n in-process nodes. Every node's replica is its own, so
@@ -132,7 +153,7 @@ func newWorld(t *testing.T, n int) (*world, []*fakeNode) {
 		svc := service.New(r, nil)
 		hs := httptest.NewServer(httpapi.Handler(svc, httpapi.Options{Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}))
 		t.Cleanup(hs.Close)
-		nodes = append(nodes, &fakeNode{router: r, remote: rem, http: hs})
+		nodes = append(nodes, &fakeNode{router: r, remote: rem, http: hs, rep: rep})
 	}
 	for s := uint32(0); s < w.shards; s++ {
 		w.leaders[s] = ids[int(s)%n]
@@ -367,5 +388,52 @@ func TestRefusalWaitsOutOpenAttempts(t *testing.T) {
 	last := h.calls[len(h.calls)-1]
 	if settled := start.Add(h.openFor + clockAllowance); last.Before(settled) {
 		t.Errorf("asked again %v after the start, before the held attempt settled", last.Sub(start))
+	}
+}
+
+// A stale read on a node that holds a replica of the user's shard and
+// does not lead it is answered from that replica, with no hop and even
+// while the shard has no leader; the leader answers its own through the
+// actor; a node without a replica asks the leader, as for a linearizable
+// read.
+func TestStaleReadsFromOwnReplica(t *testing.T) {
+	w, nodes := newWorld(t, 2)
+	a := nodes[0]
+	ctx := context.Background()
+	const user = "reader"
+	shard := a.router.loc.ShardOf(user)
+	setLeader := func(node string) {
+		w.mu.Lock()
+		w.leaders[shard] = node
+		w.mu.Unlock()
+	}
+	// a leads at first: the grant lands in a's own replica.
+	setLeader("a")
+	if _, err := a.router.Grant(ctx, user, ledger.Grant{ID: "g", Amount: 10, Timestamp: 1, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	for _, hosts := range []bool{true, false} {
+		r := New(w.dirs["a"], a.router.loc, Options{Deadline: 300 * time.Millisecond, Remote: a.remote, Replicas: replicasOf(a, hosts)})
+		setLeader("a")
+		hops := a.remote.hops.Load()
+		if b, err := r.Balance(ctx, user, 5, true); err != nil || b.Balance != 10 {
+			t.Fatalf("hosts=%v, leading: stale balance %+v, %v; want 10", hosts, b, err)
+		}
+		setLeader("nobody")
+		b, err := r.Balance(ctx, user, 5, true)
+		p, perr := r.History(ctx, user, 0, 100, 0, 10, true)
+		if hosts {
+			if err != nil || b.Balance != 10 || b.Version != 1 || perr != nil || len(p.Events) != 1 {
+				t.Fatalf("no leader: stale balance %+v, %v, page %+v, %v; want 10 and one event from a's replica", b, err, p, perr)
+			}
+			if got := a.remote.hops.Load() - hops; got != 0 {
+				t.Fatalf("%d hops for reads a's replica answers", got)
+			}
+		} else if service.ClassOf(err) != service.ClassUnavailable || service.ClassOf(perr) != service.ClassUnavailable {
+			t.Fatalf("no replica here, no leader: %v, %v; want unavailable", err, perr)
+		}
+		if _, err := r.Balance(ctx, user, 5, false); service.ClassOf(err) != service.ClassUnavailable {
+			t.Fatalf("hosts=%v: linearizable read without a leader: %v, want unavailable", hosts, err)
+		}
 	}
 }

@@ -1,0 +1,193 @@
+package actors
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ration/ration/ledger"
+	"github.com/ration/ration/raftfsm"
+)
+
+// ErrNoReplica: this node holds no replica of the user's shard (any more),
+// so it cannot answer a stale read from its own state.
+var ErrNoReplica = errors.New("actors: no local replica of the shard")
+
+// UserLogs is one shard's replicated per-user logs (*raftfsm.Shard).
+type UserLogs interface {
+	LogSince(user string, from uint64) (uint64, []raftfsm.LoggedOp)
+}
+
+// Replicas are this node's replicas of the shards, leader or follower.
+type Replicas interface {
+	ShardOf(user string) uint32
+	// Replica is this node's replica of shard, if it holds one that
+	// serves reads.
+	Replica(shard uint32) (UserLogs, bool)
+}
+
+// DefaultViews is how many users' read-only ledgers Views keeps.
+const DefaultViews = 4096
+
+// Views answers stale reads from this node's own replica of a user's
+// shard, without the user's actor (which only runs on the shard's leader)
+// and without asking the leader: so a follower answers even while the
+// shard has no leader. Each read brings a read-only ledger of the user up
+// to the replica's log (the log is append-only, so only the new ops are
+// replayed) and answers from it. The ledgers of the most recently read
+// users are kept, up to a bound; a replica whose log is shorter than a
+// kept ledger (rebuilt from scratch after a move) makes it start over.
+//
+// Every answer is the user's ledger at some version the replica applied:
+// a real state of the ledger, possibly missing recent writes.
+type Views struct {
+	reps Replicas
+	max  int
+	met  viewMetrics
+
+	mu     sync.Mutex
+	lru    list.List // of *view, most recently read first
+	byUser map[string]*list.Element
+}
+
+type view struct {
+	user  string
+	shard uint32
+
+	mu      sync.Mutex // serialises reads: the ledger caches as it answers
+	l       *ledger.Ledger
+	version uint64
+}
+
+type viewMetrics struct {
+	reads   prometheus.Counter
+	replays prometheus.Counter
+}
+
+// NewViews returns views over reps keeping up to max users' ledgers
+// (DefaultViews if max <= 0). reg may be nil.
+func NewViews(reps Replicas, max int, reg prometheus.Registerer) *Views {
+	if max <= 0 {
+		max = DefaultViews
+	}
+	v := &Views{reps: reps, max: max, byUser: map[string]*list.Element{}}
+	v.met = viewMetrics{
+		reads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_replica_reads_total", Help: "Stale reads answered from this node's own replica without the leader.",
+		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_replica_view_rebuilds_total", Help: "Read-only ledgers rebuilt from the start of a user's log (first read, evicted, or replica rebuilt).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(v.met.reads, v.met.replays)
+	}
+	return v
+}
+
+// Hosts reports whether this node holds a replica of shard that serves
+// reads.
+func (v *Views) Hosts(shard uint32) bool {
+	_, ok := v.reps.Replica(shard)
+	return ok
+}
+
+// Balance is the user's balance at at, from this node's replica.
+func (v *Views) Balance(ctx context.Context, user string, at int64) (BalanceResult, error) {
+	var r BalanceResult
+	err := v.read(ctx, user, func(w *view) {
+		r = BalanceResult{Balance: w.l.Balance(at), Grants: w.l.Breakdown(at), Version: w.version}
+	})
+	return r, err
+}
+
+// History is a page of the user's history, from this node's replica (see
+// Directory.History).
+func (v *Views) History(ctx context.Context, user string, from, to int64, skip, limit int) (Page, error) {
+	var p Page
+	err := v.read(ctx, user, func(w *view) {
+		p.Events, p.Next, p.NextSkip, p.More = w.l.History(from, to, skip, limit)
+		p.Version = w.version
+	})
+	return p, err
+}
+
+// read brings the user's view up to the replica and runs answer on it.
+func (v *Views) read(ctx context.Context, user string, answer func(*view)) error {
+	if !ledger.ValidID(user) {
+		return invalidUser()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w := v.view(user)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	logs, ok := v.reps.Replica(w.shard)
+	if !ok {
+		return fmt.Errorf("%w: shard %d", ErrNoReplica, w.shard)
+	}
+	if w.l == nil {
+		w.l, w.version = ledger.New(), 0
+		v.met.replays.Inc()
+	}
+	ver, ops := logs.LogSince(user, w.version)
+	if ver < w.version {
+		// The replica holds less than the view: it was rebuilt (the shard
+		// moved away and back). Start over from what it holds now.
+		w.l, w.version = ledger.New(), 0
+		v.met.replays.Inc()
+		ver, ops = logs.LogSince(user, 0)
+	}
+	if err := replay(w.l, ops); err != nil {
+		at := w.version
+		w.l, w.version = nil, 0
+		return fmt.Errorf("actors: user %s: view at version %d: %w", user, at, err)
+	}
+	w.version = ver
+	v.met.reads.Inc()
+	answer(w)
+	return nil
+}
+
+// view returns the user's view, making it the most recently used, and
+// evicts the least recently used beyond the bound.
+func (v *Views) view(user string) *view {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e, ok := v.byUser[user]; ok {
+		v.lru.MoveToFront(e)
+		return e.Value.(*view)
+	}
+	w := &view{user: user, shard: v.reps.ShardOf(user)}
+	v.byUser[user] = v.lru.PushFront(w)
+	for v.lru.Len() > v.max {
+		old := v.lru.Back()
+		v.lru.Remove(old)
+		delete(v.byUser, old.Value.(*view).user)
+	}
+	return w
+}
+
+// replay applies logged ops, in order, to l. Every logged op was accepted
+// on exactly the prefix before it, so it is accepted again; an error means
+// the log and the ledger disagree.
+func replay(l *ledger.Ledger, ops []raftfsm.LoggedOp) error {
+	for i, op := range ops {
+		var err error
+		switch {
+		case op.Grant != nil:
+			_, err = l.Grant(*op.Grant)
+		case op.Deduction != nil:
+			_, err = l.Deduct(*op.Deduction)
+		}
+		if err != nil {
+			return fmt.Errorf("logged op %d after the cache does not replay: %w", i, errors.Join(err, errReplay))
+		}
+	}
+	return nil
+}
