@@ -25,9 +25,16 @@ const (
 	IgnorableFlag byte = 0x80
 )
 
-// BatchFormat is the Batch.format this code writes and the newest it
-// applies.
-const BatchFormat = 1
+// BatchFormat is the newest Batch.format this code applies. It writes
+// format 1, or 2 when the batch chains ops (Op.Chained): replicas that
+// know only format 1 keep applying every batch that does not.
+const BatchFormat = 2
+
+// Batch formats: what each adds.
+const (
+	formatPlain   = 1 // ops checked against their users' versions
+	formatChained = 2 // and Op.Chained
+)
 
 // MaxBatchOps bounds the ops of one Batch entry, so that one entry and its
 // response stay small enough for raft's pipelines.
@@ -62,7 +69,7 @@ func AppendBatch(dst []byte, ops []Op) ([]byte, error) {
 	if len(ops) == 0 || len(ops) > MaxBatchOps {
 		return nil, fmt.Errorf("%w: batch of %d ops, want 1 to %d", ErrInvalidOp, len(ops), MaxBatchOps)
 	}
-	msg := &raftpb.Batch{Format: BatchFormat, Ops: make([]*raftpb.Op, len(ops))}
+	msg := &raftpb.Batch{Format: formatPlain, Ops: make([]*raftpb.Op, len(ops))}
 	// One block for the messages rather than one allocation each.
 	pbOps := make([]raftpb.Op, len(ops))
 	for i := range ops {
@@ -70,9 +77,16 @@ func AppendBatch(dst []byte, ops []Op) ([]byte, error) {
 		if err := Validate(*op); err != nil {
 			return nil, fmt.Errorf("op %d: %w", i, err)
 		}
+		if op.Chained {
+			if i == 0 || ops[i-1].User != op.User {
+				return nil, fmt.Errorf("op %d: %w", i, invalidOp("chained", "must follow an op of the same user in the batch"))
+			}
+			msg.Format = formatChained
+		}
 		p := &pbOps[i]
 		p.User = op.User
 		p.ExpectedVersion = op.ExpectedVersion
+		p.Chained = op.Chained
 		if g := op.Grant; g != nil {
 			pg := &raftpb.GrantOp{Id: g.ID, Amount: g.Amount, Timestamp: g.Timestamp, Priority: g.Priority}
 			if g.ExpiresAt != ledger.Never {
@@ -189,7 +203,12 @@ func applyBatch(s *Shard, index uint64, payload []byte) any {
 	results := make([]OpResult, len(b.Ops))
 	var applied, mismatched, invalid uint64
 	for i, op := range b.Ops {
-		r := s.applyOp(op)
+		var r OpResult
+		if b.Format >= formatChained && op.GetChained() {
+			r = s.applyChained(b.Ops, results, i)
+		} else {
+			r = s.applyOp(op)
+		}
 		switch {
 		case r.Err != nil:
 			invalid++
@@ -205,6 +224,26 @@ func applyBatch(s *Shard, index uint64, payload []byte) any {
 	s.mismatches.Add(mismatched)
 	s.invalid.Add(invalid)
 	return results
+}
+
+// applyChained applies ops[i], which is chained: only if the op before it
+// is the same user's and applied (results[i-1]). A chain whose first op
+// was refused, because the user's log moved on since the actor validated
+// it, is refused whole, even where a later op's expected version happens
+// to match: that op was validated on top of the refused one.
+func (s *Shard) applyChained(ops []*raftpb.Op, results []OpResult, i int) OpResult {
+	op := ops[i]
+	if i == 0 || ops[i-1].GetUser() != op.GetUser() {
+		var cur uint64
+		if u := s.users[op.GetUser()]; u != nil {
+			cur = u.version
+		}
+		return OpResult{Version: cur, Err: invalidOp("chained", "op %d of the batch follows no op of its user", i)}
+	}
+	if !results[i-1].Applied {
+		return OpResult{Version: results[i-1].Version}
+	}
+	return s.applyOp(op)
 }
 
 // applyOp checks and applies one op; the write lock is held.

@@ -38,6 +38,7 @@ func applyRecovering(a *applier, data []byte) (resp any, unknown bool) {
 // results say so may change it.
 func FuzzApply(f *testing.F) {
 	f.Add(mustBatch(f, grantOp("u1", 1, "g2", 1, 1), deductOp("u3", 0, "d", 1, 1)))
+	f.Add(mustBatch(f, grantOp("u1", 1, "g2", 1, 1), chained(deductOp("u1", 2, "d", 1, 1)), grantOp("u2", 2, "g2", 1, 1), chained(grantOp("u2", 3, "g3", 1, 1))))
 	f.Add(EncodeNoop())
 	f.Add([]byte{IgnorableFlag | 1, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -37,6 +37,10 @@ type Op struct {
 	ExpectedVersion uint64
 	Grant           *ledger.Grant
 	Deduction       *ledger.Deduction
+	// Chained says the actor accepted the op on top of the op just before
+	// it in the same batch, an op of the same user that is not committed
+	// yet: it applies only if that op applies (see DESIGN.md, "Chains").
+	Chained bool
 }
 
 // OpResult is the outcome of one Op in Apply.

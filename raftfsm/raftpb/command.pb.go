@@ -37,7 +37,9 @@ type Batch struct {
 	Ops   []*Op                  `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
 	// format is the encoding revision the proposer wrote. A replica refuses
 	// (stops on) a format newer than it knows, since it could not tell what it
-	// would be ignoring. 1 is the first revision.
+	// would be ignoring. 1 is the first revision; 2 adds Op.chained, and is
+	// written only by batches that chain ops (so that batches which do not
+	// stay readable by replicas that know only 1).
 	Format        uint32 `protobuf:"varint,15,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -97,7 +99,11 @@ type Op struct {
 	//
 	//	*Op_Grant
 	//	*Op_Deduct
-	Op            isOp_Op `protobuf_oneof:"op"`
+	Op isOp_Op `protobuf_oneof:"op"`
+	// From format 2: the op was accepted on top of the op just before it in
+	// this batch, an op of the same user, and applies only if that op
+	// applied. Ignored in format 1 entries.
+	Chained       bool `protobuf:"varint,5,opt,name=chained,proto3" json:"chained,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +175,13 @@ func (x *Op) GetDeduct() *DeductOp {
 		}
 	}
 	return nil
+}
+
+func (x *Op) GetChained() bool {
+	if x != nil {
+		return x.Chained
+	}
+	return false
 }
 
 type isOp_Op interface {
@@ -372,12 +385,13 @@ const file_raftfsm_raftpb_command_proto_rawDesc = "" +
 	"\x1craftfsm/raftpb/command.proto\x12\x0eration.raft.v1\"E\n" +
 	"\x05Batch\x12$\n" +
 	"\x03ops\x18\x01 \x03(\v2\x12.ration.raft.v1.OpR\x03ops\x12\x16\n" +
-	"\x06format\x18\x0f \x01(\rR\x06format\"\xae\x01\n" +
+	"\x06format\x18\x0f \x01(\rR\x06format\"\xc8\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12/\n" +
 	"\x05grant\x18\x03 \x01(\v2\x17.ration.raft.v1.GrantOpH\x00R\x05grant\x122\n" +
-	"\x06deduct\x18\x04 \x01(\v2\x18.ration.raft.v1.DeductOpH\x00R\x06deductB\x04\n" +
+	"\x06deduct\x18\x04 \x01(\v2\x18.ration.raft.v1.DeductOpH\x00R\x06deduct\x12\x18\n" +
+	"\achained\x18\x05 \x01(\bR\achainedB\x04\n" +
 	"\x02op\"\x9e\x01\n" +
 	"\aGrantOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
