@@ -64,23 +64,34 @@ func EncodeBatch(ops []Op) ([]byte, error) {
 	return AppendBatch(nil, ops)
 }
 
+// ValidateBatch checks ops as EncodeBatch does: 1 to MaxBatchOps ops, each
+// valid (Validate), and each chained op right after an op of its user.
+func ValidateBatch(ops []Op) error {
+	if len(ops) == 0 || len(ops) > MaxBatchOps {
+		return fmt.Errorf("%w: batch of %d ops, want 1 to %d", ErrInvalidOp, len(ops), MaxBatchOps)
+	}
+	for i := range ops {
+		if err := Validate(ops[i]); err != nil {
+			return fmt.Errorf("op %d: %w", i, err)
+		}
+		if ops[i].Chained && (i == 0 || ops[i-1].User != ops[i].User) {
+			return fmt.Errorf("op %d: %w", i, invalidOp("chained", "must follow an op of the same user in the batch"))
+		}
+	}
+	return nil
+}
+
 // AppendBatch is EncodeBatch appending to dst.
 func AppendBatch(dst []byte, ops []Op) ([]byte, error) {
-	if len(ops) == 0 || len(ops) > MaxBatchOps {
-		return nil, fmt.Errorf("%w: batch of %d ops, want 1 to %d", ErrInvalidOp, len(ops), MaxBatchOps)
+	if err := ValidateBatch(ops); err != nil {
+		return nil, err
 	}
 	msg := &raftpb.Batch{Format: formatPlain, Ops: make([]*raftpb.Op, len(ops))}
 	// One block for the messages rather than one allocation each.
 	pbOps := make([]raftpb.Op, len(ops))
 	for i := range ops {
 		op := &ops[i]
-		if err := Validate(*op); err != nil {
-			return nil, fmt.Errorf("op %d: %w", i, err)
-		}
 		if op.Chained {
-			if i == 0 || ops[i-1].User != op.User {
-				return nil, fmt.Errorf("op %d: %w", i, invalidOp("chained", "must follow an op of the same user in the batch"))
-			}
 			msg.Format = formatChained
 		}
 		p := &pbOps[i]

@@ -147,35 +147,20 @@ func TestGroupCommit(t *testing.T) {
 		workers = 64
 		perUser = 40
 	)
-	m := &recMetrics{}
-	cfg := fastConfig(4)
-	cfg.testSink = m
-	n := singleNode(t, cfg)
-	h := n.host
-
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			user := fmt.Sprintf("user-%d", w)
-			for v := range uint64(perUser) {
-				res, err := h.Propose(context.Background(), grant(user, v, fmt.Sprintf("g%d", v), 1))
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !res.Applied || res.Version != v+1 {
-					errs <- fmt.Errorf("%s v%d: %+v", user, v, res)
-					return
-				}
+	h, m := recordingNode(t, 4, 0)
+	inParallel(t, workers, func(w int) error {
+		user := fmt.Sprintf("user-%d", w)
+		for v := range uint64(perUser) {
+			res, err := h.Propose(context.Background(), grant(user, v, fmt.Sprintf("g%d", v), 1))
+			if err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			if !res.Applied || res.Version != v+1 {
+				return fmt.Errorf("%s v%d: %+v", user, v, res)
+			}
+		}
+		return nil
+	})
 	for w := range workers {
 		user := fmt.Sprintf("user-%d", w)
 		if v := h.FSM(ShardOf(user, 4)).Version(user); v != perUser {

@@ -72,6 +72,13 @@ func (s sinks) proposalDone(shard uint32, o Outcome, d time.Duration) {
 	}
 }
 
+// proposalsDone is proposalDone for each of n ops that ended alike.
+func (s sinks) proposalsDone(shard uint32, n int, o Outcome, d time.Duration) {
+	for range n {
+		s.proposalDone(shard, o, d)
+	}
+}
+
 // promMetrics exports the Host to prometheus: histograms and counters fed
 // by the proposal path, and per-shard gauges read from raft and the state
 // machines at scrape time (so they cost nothing between scrapes).

@@ -13,15 +13,16 @@ import (
 	"github.com/ration/ration/raftfsm"
 )
 
-// A proposal is one Propose call in flight. Its state decides, between the
-// proposer and a caller whose context ended, whether the op was proposed.
+// A proposal is one Propose or ProposeBatch call in flight: ops that go
+// into one raft entry together, in order. Its state decides, between the
+// proposer and a caller whose context ended, whether they were proposed.
 type proposal struct {
-	op    raftfsm.Op
-	ctx   context.Context // the caller's: past its deadline the op is not proposed
+	ops   []raftfsm.Op
+	ctx   context.Context // the caller's: past its deadline nothing is proposed
 	start time.Time
 	state atomic.Uint32
 	done  chan struct{} // closed once res and err are set
-	res   raftfsm.OpResult
+	res   []raftfsm.OpResult
 	err   error
 }
 
@@ -35,6 +36,7 @@ const (
 type flight struct {
 	f     raft.ApplyFuture
 	props []*proposal
+	ops   int // the entry's, over every proposal
 }
 
 // pipeline is a group's group-commit machinery: the queue of proposals, the
@@ -93,27 +95,49 @@ func (p *pipeline) stopProposing() {
 // MaxInflight entries in raft at once, so concurrent callers share log
 // writes and fsyncs.
 func (h *Host) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, error) {
-	if err := raftfsm.Validate(op); err != nil {
-		return raftfsm.OpResult{}, fmt.Errorf("shards: propose: %w", err)
-	}
-	g, err := h.group(ShardOf(op.User, h.cfg.Shards))
+	res, err := h.ProposeBatch(ctx, []raftfsm.Op{op})
 	if err != nil {
 		return raftfsm.OpResult{}, err
 	}
+	return res[0], res[0].Err
+}
+
+// ProposeBatch replicates ops, all of users of one shard, in one raft
+// entry, in order, and returns one result per op (an op refused by the
+// field checks has its Err set). The entry may carry other callers' ops
+// before or after them, never between. Chained ops (raftfsm.Op.Chained)
+// must follow an op of their user in ops. At most raftfsm.MaxBatchOps ops;
+// an entry holds more than MaxBatchOps only when one call brings them.
+// Errors are Propose's, for all the ops together.
+func (h *Host) ProposeBatch(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error) {
+	if err := raftfsm.ValidateBatch(ops); err != nil {
+		return nil, fmt.Errorf("shards: propose: %w", err)
+	}
+	shard := ShardOf(ops[0].User, h.cfg.Shards)
+	for i := range ops[1:] {
+		if s := ShardOf(ops[i+1].User, h.cfg.Shards); s != shard {
+			return nil, fmt.Errorf("shards: propose: %w: op %d is of shard %d, op 0 of shard %d", raftfsm.ErrInvalidOp, i+1, s, shard)
+		}
+	}
+	g, err := h.group(shard)
+	if err != nil {
+		return nil, err
+	}
 	if h.isClosing() {
-		return raftfsm.OpResult{}, fmt.Errorf("shards: shard %d: %w", g.id, ErrShuttingDown)
+		return nil, fmt.Errorf("shards: shard %d: %w", g.id, ErrShuttingDown)
 	}
 	start := time.Now()
+	fail := func(err error) ([]raftfsm.OpResult, error) {
+		h.metrics.proposalsDone(g.id, len(ops), outcomeOf(false, err), time.Since(start))
+		return nil, err
+	}
 	// Not authoritative (raft.Apply is), but spares a follower the queue.
 	if g.raft.State() != raft.Leader {
-		err := g.notLeader()
-		h.metrics.proposalDone(g.id, outcomeOf(false, err), time.Since(start))
-		return raftfsm.OpResult{}, err
+		return fail(g.notLeader())
 	}
-	p := &proposal{op: op, ctx: ctx, start: start, done: make(chan struct{})}
+	p := &proposal{ops: ops, ctx: ctx, start: start, done: make(chan struct{})}
 	if err := h.enqueue(ctx, g, p); err != nil {
-		h.metrics.proposalDone(g.id, outcomeOf(false, err), time.Since(start))
-		return raftfsm.OpResult{}, err
+		return fail(err)
 	}
 	select {
 	case <-p.done:
@@ -123,15 +147,15 @@ func (h *Host) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, er
 	// The proposer cancels what it finds expired, so cancelled by
 	// either side means not proposed.
 	if p.state.CompareAndSwap(statePending, stateCancelled) || p.state.Load() == stateCancelled {
-		err := fmt.Errorf("shards: shard %d: op not proposed: %w", g.id, ctx.Err())
-		h.metrics.proposalDone(g.id, OutcomeCanceled, time.Since(start))
-		return raftfsm.OpResult{}, err
+		err := fmt.Errorf("shards: shard %d: not proposed: %w", g.id, ctx.Err())
+		h.metrics.proposalsDone(g.id, len(ops), OutcomeCanceled, time.Since(start))
+		return nil, err
 	}
 	select {
 	case <-p.done: // the result raced the cancellation
 		return p.res, p.err
 	default:
-		return raftfsm.OpResult{}, outcomeUnknown(g.id, ctx.Err())
+		return nil, outcomeUnknown(g.id, ctx.Err())
 	}
 }
 
@@ -154,24 +178,40 @@ func (h *Host) enqueue(ctx context.Context, g *group, p *proposal) error {
 // propose is the proposer goroutine.
 func (g *group) propose() {
 	defer close(g.inflight)
+	// carry is a proposal taken from the queue that did not fit in the
+	// entry before: it starts the next one.
+	var carry *proposal
 	for {
-		var first *proposal
-		select {
-		case first = <-g.queue:
-		case <-g.stopPropose:
-			g.failQueued()
-			return
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-g.queue:
+			case <-g.stopPropose:
+				g.failQueued()
+				return
+			}
 		}
 		batch := make([]*proposal, 0, min(len(g.queue)+1, g.maxBatch))
 		batch = claim(batch, first)
+		// A proposal is never split: one that is larger than MaxBatchOps
+		// alone makes the entry larger.
+		limit, n := max(g.maxBatch, len(first.ops)), len(first.ops)
 		// Take what is already queued, without waiting for more: under
 		// light load an op goes out alone at once, under heavy load the
 		// queue fills while raft writes and the next entry takes it all.
 	drain:
-		for range g.maxBatch - 1 {
+		for n < limit {
 			select {
 			case p := <-g.queue:
-				batch = claim(batch, p)
+				if n+len(p.ops) > limit {
+					carry = p
+					break drain
+				}
+				before := len(batch)
+				if batch = claim(batch, p); len(batch) > before {
+					n += len(p.ops)
+				}
 			default:
 				break drain
 			}
@@ -208,16 +248,18 @@ func expired(ctx context.Context) bool {
 }
 
 func (g *group) submit(batch []*proposal) {
-	ops := make([]raftfsm.Op, len(batch))
-	for i, p := range batch {
-		ops[i] = p.op
+	var ops []raftfsm.Op
+	if len(batch) == 1 {
+		ops = batch[0].ops
+	} else {
+		for _, p := range batch {
+			ops = append(ops, p.ops...)
+		}
 	}
 	data, err := raftfsm.EncodeBatch(ops)
 	if err != nil {
 		// Propose validated every op; this is a bug, but a local one.
-		for _, p := range batch {
-			g.finish(p, raftfsm.OpResult{}, fmt.Errorf("shards: shard %d: encode: %w", g.id, err))
-		}
+		g.failAll(batch, fmt.Errorf("shards: shard %d: encode: %w", g.id, err))
 		return
 	}
 	// Timeout 0: wait for raft to take the entry. raft answers every
@@ -225,8 +267,8 @@ func (g *group) submit(batch []*proposal) {
 	// at shutdown, so this cannot hang; meanwhile the queue fills up and
 	// the next entry carries more.
 	f := g.raft.Apply(data, 0)
-	g.h.metrics.batchProposed(g.id, len(batch))
-	g.inflight <- &flight{f: f, props: batch}
+	g.h.metrics.batchProposed(g.id, len(ops))
+	g.inflight <- &flight{f: f, props: batch, ops: len(ops)}
 }
 
 // complete is the completer goroutine: it resolves entries in log order,
@@ -235,35 +277,30 @@ func (g *group) complete() {
 	defer close(g.pipelineDone)
 	for fl := range g.inflight {
 		if err := fl.f.Error(); err != nil {
-			err = g.applyError(err)
-			for _, p := range fl.props {
-				g.finish(p, raftfsm.OpResult{}, err)
-			}
+			g.failAll(fl.props, g.applyError(err))
 			continue
 		}
 		switch r := fl.f.Response().(type) {
 		case []raftfsm.OpResult:
-			if len(r) == len(fl.props) {
-				for i, p := range fl.props {
-					g.finish(p, r[i], r[i].Err)
-				}
+			if len(r) != fl.ops {
+				g.failAll(fl.props, fmt.Errorf("shards: shard %d: entry %d: %d results for %d ops", g.id, fl.f.Index(), len(r), fl.ops))
 				continue
 			}
-			err := fmt.Errorf("shards: shard %d: entry %d: %d results for %d ops", g.id, fl.f.Index(), len(r), len(fl.props))
 			for _, p := range fl.props {
-				g.finish(p, raftfsm.OpResult{}, err)
+				g.finish(p, r[:len(p.ops):len(p.ops)], nil)
+				r = r[len(p.ops):]
 			}
 		case error:
-			err := fmt.Errorf("shards: shard %d: entry %d refused: %w", g.id, fl.f.Index(), r)
-			for _, p := range fl.props {
-				g.finish(p, raftfsm.OpResult{}, err)
-			}
+			g.failAll(fl.props, fmt.Errorf("shards: shard %d: entry %d refused: %w", g.id, fl.f.Index(), r))
 		default:
-			err := fmt.Errorf("shards: shard %d: entry %d: unexpected response %T", g.id, fl.f.Index(), r)
-			for _, p := range fl.props {
-				g.finish(p, raftfsm.OpResult{}, err)
-			}
+			g.failAll(fl.props, fmt.Errorf("shards: shard %d: entry %d: unexpected response %T", g.id, fl.f.Index(), r))
 		}
+	}
+}
+
+func (g *group) failAll(props []*proposal, err error) {
+	for _, p := range props {
+		g.finish(p, nil, err)
 	}
 }
 
@@ -282,9 +319,15 @@ func (g *group) applyError(err error) error {
 	return outcomeUnknown(g.id, err)
 }
 
-func (g *group) finish(p *proposal, res raftfsm.OpResult, err error) {
+func (g *group) finish(p *proposal, res []raftfsm.OpResult, err error) {
 	p.res, p.err = res, err
-	g.h.metrics.proposalDone(g.id, outcomeOf(res.Applied, err), time.Since(p.start))
+	d := time.Since(p.start)
+	if err != nil {
+		g.h.metrics.proposalsDone(g.id, len(p.ops), outcomeOf(false, err), d)
+	}
+	for _, r := range res {
+		g.h.metrics.proposalDone(g.id, outcomeOf(r.Applied, r.Err), d)
+	}
 	close(p.done)
 }
 
@@ -296,7 +339,7 @@ func (g *group) failQueued() {
 		select {
 		case p := <-g.queue:
 			if p.state.CompareAndSwap(statePending, stateProposed) {
-				g.finish(p, raftfsm.OpResult{}, err)
+				g.finish(p, nil, err)
 			}
 		default:
 			return
