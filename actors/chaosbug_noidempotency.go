@@ -77,6 +77,11 @@ func showIDs(r *reply) *reply {
 	for i := range r.allocs {
 		r.allocs[i].GrantID = original(r.allocs[i].GrantID)
 	}
+	for _, b := range r.batch {
+		for j := range b.Allocations {
+			b.Allocations[j].GrantID = original(b.Allocations[j].GrantID)
+		}
+	}
 	return r
 }
 

@@ -31,6 +31,9 @@ type Replica interface {
 	// ReadBarrier returns once the local state reflects every write
 	// acknowledged before the call, or fails if this node cannot know that.
 	ReadBarrier(ctx context.Context, shard uint32) error
+	// ProposeBatch replicates ops, all of one shard, in one entry, and
+	// returns Apply's verdict on each (shards.Host.ProposeBatch).
+	ProposeBatch(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error)
 	// LogSince returns the user's version and its operations after from.
 	LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp)
 }
@@ -95,6 +98,9 @@ type Directory struct {
 	pids   map[string]*actor.PID
 	shard  map[string]uint32
 	closed bool
+	// collecting is, per shard, the turn of the one batch gather that may
+	// wait for its members (see collect).
+	collecting map[uint32]chan struct{}
 }
 
 // New starts a directory over rep.
@@ -117,6 +123,7 @@ func New(rep Replica, opts Options) *Directory {
 		met:        newMetrics(opts.Registerer),
 		pids:       map[string]*actor.PID{},
 		shard:      map[string]uint32{},
+		collecting: map[uint32]chan struct{}{},
 		dispatcher: newPooledDispatcher(300),
 	}
 }

@@ -21,6 +21,7 @@ const (
 	opDeduct
 	opBalance
 	opHistory
+	opBatch
 )
 
 type request struct {
@@ -32,6 +33,8 @@ type request struct {
 	stale       bool
 	from, to    int64
 	skip, limit int
+	batch       []BatchOp // opBatch: the user's ops, in order
+	member      *member   // opBatch: its place in the shard's gather
 }
 
 type reply struct {
@@ -45,6 +48,7 @@ type reply struct {
 	next      int64
 	nextSkip  int
 	more      bool
+	batch     []BatchResult
 }
 
 // maxWriteAttempts bounds the retries of one write after version
@@ -114,7 +118,9 @@ func (i inline) History(ctx context.Context, from, to int64, skip, limit int, st
 func (a *userActor) handle(req *request) *reply {
 	switch req.kind {
 	case opGrant, opDeduct:
-		return a.write(req)
+		return a.write(req, false)
+	case opBatch:
+		return a.batch(req)
 	case opBalance:
 		if err := a.sync(req.ctx, !req.stale); err != nil {
 			return &reply{err: err}
@@ -131,9 +137,11 @@ func (a *userActor) handle(req *request) *reply {
 	return &reply{err: fmt.Errorf("actors: unknown request kind %d", req.kind)}
 }
 
-func (a *userActor) write(req *request) *reply {
+// write runs one grant or deduction. proposed says an earlier attempt of
+// this request proposed it with an unknown outcome: found applied, it is
+// reported as this request's, not as a duplicate.
+func (a *userActor) write(req *request, proposed bool) *reply {
 	ctx := req.ctx
-	proposed := false
 	var lastErr error
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		if attempt > 0 {

@@ -418,6 +418,10 @@ func (r replica) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, 
 	return r.h.Propose(ctx, op)
 }
 
+func (r replica) ProposeBatch(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error) {
+	return r.h.ProposeBatch(ctx, ops)
+}
+
 func (r replica) ReadBarrier(ctx context.Context, shard uint32) error {
 	return r.h.ReadBarrier(ctx, shard)
 }

@@ -33,6 +33,8 @@ type Replica struct {
 	// Unavailable makes every call fail as a node without a leader would.
 	Unavailable atomic.Bool
 	Proposals   atomic.Int64
+	// Entries counts the entries applied.
+	Entries atomic.Int64
 }
 
 // NewReplica returns a replica of n shards.
@@ -53,31 +55,49 @@ func (r *Replica) ShardOf(user string) uint32 {
 
 // Propose applies op through its shard's FSM.
 func (r *Replica) Propose(ctx context.Context, op raftfsm.Op) (raftfsm.OpResult, error) {
-	r.Proposals.Add(1)
-	if r.Unavailable.Load() {
-		return raftfsm.OpResult{}, ErrInjected
-	}
-	if r.FailBefore.Add(-1) >= 0 {
-		return raftfsm.OpResult{}, ErrInjected
-	}
-	data, err := raftfsm.EncodeBatch([]raftfsm.Op{op})
+	res, err := r.ProposeBatch(ctx, []raftfsm.Op{op})
 	if err != nil {
 		return raftfsm.OpResult{}, err
 	}
+	return res[0], nil
+}
+
+// ProposeBatch applies ops, all of one shard, as one entry of its FSM.
+// Each call counts as one proposal (Proposals) and one entry (Entries);
+// the fault injection counts calls too.
+func (r *Replica) ProposeBatch(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error) {
+	r.Proposals.Add(1)
+	if r.Unavailable.Load() {
+		return nil, ErrInjected
+	}
+	if r.FailBefore.Add(-1) >= 0 {
+		return nil, ErrInjected
+	}
+	data, err := raftfsm.EncodeBatch(ops)
+	if err != nil {
+		return nil, err
+	}
+	shard := r.ShardOf(ops[0].User)
+	for _, op := range ops {
+		if r.ShardOf(op.User) != shard {
+			return nil, fmt.Errorf("actorstest: ops of shards %d and %d in one batch: %w", shard, r.ShardOf(op.User), raftfsm.ErrInvalidOp)
+		}
+	}
 	r.mu.Lock()
 	r.index++
-	resp := r.shards[r.ShardOf(op.User)].FSM().Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
+	resp := r.shards[shard].FSM().Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
 	r.mu.Unlock()
+	r.Entries.Add(1)
 	if r.LoseReply.Add(-1) >= 0 {
-		return raftfsm.OpResult{}, ErrInjected
+		return nil, ErrInjected
 	}
 	switch v := resp.(type) {
 	case []raftfsm.OpResult:
-		return v[0], nil
+		return v, nil
 	case error:
-		return raftfsm.OpResult{}, v
+		return nil, v
 	}
-	return raftfsm.OpResult{}, fmt.Errorf("actorstest: unexpected response %T", resp)
+	return nil, fmt.Errorf("actorstest: unexpected response %T", resp)
 }
 
 // ReadBarrier succeeds at once: there is nothing to wait for in memory.
