@@ -46,25 +46,44 @@ func (d *Directory) Batch(ctx context.Context, ops []BatchOp) []BatchResult {
 		ctx, cancel = context.WithTimeout(ctx, d.opts.RequestTimeout)
 		defer cancel()
 	}
-	byShard := map[uint32][]int{}
-	var order []uint32
+	valid := make([]int, 0, len(ops))
 	for i, op := range ops {
-		if err := checkBatchOp(op); err != nil {
-			out[i].Err = err
-			continue
+		if out[i].Err = checkBatchOp(op); out[i].Err == nil {
+			valid = append(valid, i)
 		}
-		s := d.rep.ShardOf(op.User)
-		if _, ok := byShard[s]; !ok {
-			order = append(order, s)
+	}
+	EachPart(valid, func(i int) uint32 { return d.rep.ShardOf(ops[i].User) }, func(s uint32, idx []int) {
+		d.batchShard(ctx, s, ops, idx, out)
+	})
+	return out
+}
+
+// EachPart groups the indexes idx by key, keeping their order, and runs
+// part on each group, all at once; it returns when every part has.
+func EachPart[K comparable](idx []int, key func(i int) K, part func(k K, idx []int)) {
+	groups := map[K][]int{}
+	var keys []K
+	for _, i := range idx {
+		k := key(i)
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
 		}
-		byShard[s] = append(byShard[s], i)
+		groups[k] = append(groups[k], i)
 	}
 	var wg sync.WaitGroup
-	for _, s := range order {
-		wg.Go(func() { d.batchShard(ctx, s, ops, byShard[s], out) })
+	for _, k := range keys {
+		wg.Go(func() { part(k, groups[k]) })
 	}
 	wg.Wait()
-	return out
+}
+
+// Indexes is 0 to n-1.
+func Indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }
 
 func checkBatchOp(op BatchOp) error {
@@ -81,15 +100,6 @@ func checkBatchOp(op BatchOp) error {
 // ops go to the user's actor as one request, and their first runs are
 // proposed together through a gather.
 func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp, idx []int, out []BatchResult) {
-	byUser := map[string][]int{}
-	var users []string
-	for _, i := range idx {
-		u := ops[i].User
-		if _, ok := byUser[u]; !ok {
-			users = append(users, u)
-		}
-		byUser[u] = append(byUser[u], i)
-	}
 	release, err := d.collect(ctx, shard)
 	if err != nil {
 		for _, i := range idx {
@@ -97,16 +107,20 @@ func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp,
 		}
 		return
 	}
+	users := map[string]bool{}
+	for _, i := range idx {
+		users[ops[i].User] = true
+	}
 	g := newGather(d.rep, len(users), release)
-	var wg sync.WaitGroup
-	for _, u := range users {
-		wg.Go(func() {
-			mine := byUser[u]
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		EachPart(idx, func(i int) string { return ops[i].User }, func(user string, mine []int) {
 			req := &request{kind: opBatch, member: &member{g: g}, batch: make([]BatchOp, len(mine))}
 			for k, i := range mine {
 				req.batch[k] = ops[i]
 			}
-			rep, err := d.call(ctx, u, req)
+			rep, err := d.call(ctx, user, req)
 			// An actor that never took the request (stopped, timed out)
 			// must not hold up the others.
 			req.member.leave()
@@ -118,9 +132,9 @@ func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp,
 				}
 			}
 		})
-	}
+	}()
 	g.collect(ctx)
-	wg.Wait()
+	<-done
 }
 
 // collect takes shard's collection turn: only one gather per shard waits
@@ -338,9 +352,13 @@ func dropReason(err error, out []raftfsm.OpResult, k int) string {
 // accepted op's version and allocations, as they will be once the run is
 // committed.
 func (a *userActor) prepare(ops []BatchOp, res []BatchResult) []raftfsm.Op {
+	most := raftfsm.MaxBatchOps
+	if chain := a.dir.opts.Chain; chain != nil && !chain() {
+		most = 1
+	}
 	var run []raftfsm.Op
 	for k, op := range ops {
-		if len(run) == raftfsm.MaxBatchOps {
+		if len(run) == most {
 			break
 		}
 		req := singleRequest(op)

@@ -288,3 +288,23 @@ func TestConcurrentBatchesOverlap(t *testing.T) {
 		}
 	}
 }
+
+// Without chaining (a replica of an older release may be about), each of
+// a user's ops goes into an entry of its own; the answers do not change.
+func TestBatchWithoutChains(t *testing.T) {
+	ctx := context.Background()
+	rep := actorstest.NewReplica(1)
+	d := New(rep, Options{IdleTimeout: time.Minute, Chain: func() bool { return false }})
+	t.Cleanup(func() { _ = d.Shutdown(context.Background()) })
+	ops := []BatchOp{grantOp("u", "a", 5, 0), deductOp("u", "b", 3, 1), grantOp("v", "a", 1, 0), grantOp("u", "c", 1, 0)}
+	before := rep.Entries.Load()
+	for i, r := range d.Batch(ctx, ops) {
+		if r.Err != nil || r.Duplicate {
+			t.Fatalf("op %d: %+v", i, r)
+		}
+	}
+	// u's first op and v's together, then u's other two alone.
+	if got := rep.Entries.Load() - before; got != 3 {
+		t.Fatalf("%d entries, want 3", got)
+	}
+}

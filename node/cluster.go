@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hashicorp/raft"
 
+	"github.com/ration/ration/actors"
 	"github.com/ration/ration/cluster/actorcluster"
 	"github.com/ration/ration/cluster/membership"
 	"github.com/ration/ration/cluster/placement"
@@ -41,6 +42,7 @@ func (n *Node) startMembership(ctx context.Context) error {
 			HTTPAddr:  cfg.AdvertiseHTTPAddr(),
 			ActorAddr: cfg.AdvertiseActorAddr(),
 			ActorID:   n.sys.ID,
+			Version:   protocolVersion,
 		},
 		Logger: n.log.With("component", "membership"),
 	})
@@ -49,6 +51,29 @@ func (n *Node) startMembership(ctx context.Context) error {
 	}
 	n.members = m
 	return nil
+}
+
+// protocolVersion is what this release announces in gossip (Meta.Version).
+// 1: it applies raftfsm batch format 2 (chained ops). Earlier releases
+// announce 0.
+const protocolVersion = 1
+
+// chainable reports whether every node this one knows of, whatever its
+// state, applies batch format 2, so that a user's ops of a Batch may be
+// chained into one raft entry: a replica of an earlier release would stop
+// on it. During a rolling upgrade from such a release, batches therefore
+// propose each user's ops one entry at a time until the last old node is
+// gone from the view.
+func (n *Node) chainable() bool {
+	if n.members == nil {
+		return true
+	}
+	for _, m := range n.members.Members() {
+		if m.Meta.Version < protocolVersion {
+			return false
+		}
+	}
+	return true
 }
 
 // startActors joins the actor cluster: protoactor remote on the actor
@@ -63,6 +88,7 @@ func (n *Node) startActors() error {
 		Members:       n.members,
 		Locator:       locator{n},
 		Directory:     activator{n},
+		Expired:       n.expired,
 		Logger:        n.log.With("component", "actorcluster"),
 		TLS:           actorTLS(n.tls),
 	})
@@ -85,6 +111,18 @@ func (a activator) Activate(user string) (*actor.PID, error) {
 		return nil, errNoDirectory
 	}
 	return d.Activate(user)
+}
+
+func (a activator) Batch(ctx context.Context, ops []actors.BatchOp) []actors.BatchResult {
+	d := a.n.dirp.Load()
+	if d == nil {
+		out := make([]actors.BatchResult, len(ops))
+		for i := range out {
+			out[i].Err = errNoDirectory
+		}
+		return out
+	}
+	return d.Batch(ctx, ops)
 }
 
 // formation decides which shards this node hosts and, on a first start,

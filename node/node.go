@@ -63,6 +63,8 @@ type Node struct {
 	// node.
 	rebalancer *rebalance.Reconciler
 	peers      peers
+	// expired counts requests from other nodes that came too late.
+	expired prometheus.Counter
 	// tls is the node's TLS files; nil without --tls-cert.
 	tls *tlsfiles.Files
 
@@ -117,6 +119,16 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	go func() { _ = n.mux.Serve() }()
 	cleanup = append(cleanup, func() { _ = n.mux.Close() })
 
+	// Counted by the actor cluster (batches) and the user actors (the
+	// other requests from other nodes).
+	n.expired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ration_forward_expired_total",
+		Help: "Requests from other nodes that arrived after their sender's deadline and were not started. Expected after a partition heals; a steady rate otherwise means the nodes' clocks disagree.",
+	})
+	if err := n.reg.Register(n.expired); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+
 	n.sys = actors.NewSystem(logger)
 	cleanup = append(cleanup, n.stopSystem)
 
@@ -167,19 +179,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	cleanup = append(cleanup, func() { _ = n.host.Shutdown(context.Background()) })
 	cleanup = append(cleanup, n.peers.close)
 
-	expired := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "ration_forward_expired_total",
-		Help: "Requests from other nodes that arrived after their sender's deadline and were not started. Expected after a partition heals; a steady rate otherwise means the nodes' clocks disagree.",
-	})
-	if err := n.reg.Register(expired); err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
 	n.dir = actors.New(replica{n.host, cfg.Shards}, actors.Options{
 		IdleTimeout: cfg.IdlePassivation,
 		Logger:      logger.With("component", "actors"),
 		Registerer:  n.reg,
 		System:      n.sys,
-		Remote:      actorcluster.Server{Locator: locator{n}, Expired: expired},
+		Remote:      actorcluster.Server{Locator: locator{n}, Expired: n.expired},
+		Chain:       n.chainable,
 	})
 	n.dirp.Store(n.dir)
 	cleanup = append(cleanup, func() { _ = n.dir.Shutdown(context.Background()) })

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +159,113 @@ func TestStaleReadOnFollowerWithoutLeader(t *testing.T) {
 	defer lcancel()
 	if _, err := fc.GetBalance(lctx, &rationv1.GetBalanceRequest{User: user, At: proto.Int64(at)}); err == nil {
 		t.Fatal("a linearizable read without a leader succeeded")
+	}
+}
+
+// entriesProposed sums, over ms, the raft entries their proposers made
+// and the ops those carried (ration_propose_batch_ops).
+func entriesProposed(t *testing.T, ms []*member) (entries, ops int64) {
+	t.Helper()
+	for _, m := range ms {
+		code, body, err := httpGet(m, "/metrics")
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("metrics of %s: %d %v", m.id, code, err)
+		}
+		for _, line := range strings.Split(body, "\n") {
+			name, value, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(value, 64)
+			switch {
+			case err != nil:
+			case name == "ration_propose_batch_ops_count":
+				entries += int64(v)
+			case name == "ration_propose_batch_ops_sum":
+				ops += int64(v)
+			}
+		}
+	}
+	return entries, ops
+}
+
+// A Batch sent to one node, over users of several shards led by every
+// node, answers each op as a single write would, applies each user's ops
+// in order, and proposes each shard's part as one raft entry.
+func TestBatchByShard(t *testing.T) {
+	ms := startCluster(t, 3)
+	waitFor(t, 10*time.Second, "agreed leaders", func() (bool, string) { ls, why := leaders(ms); return ls != nil, why })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := ledgerOf(t, ms[0])
+	const users, deductions = 12, 3
+	shardsTouched := map[uint32]bool{}
+	var ops []*rationv1.Operation
+	for u := range users {
+		user := fmt.Sprint("batch-", u)
+		shardsTouched[shards.ShardOf(user, testShards)] = true
+		ops = append(ops, &rationv1.Operation{Op: &rationv1.Operation_Grant{Grant: &rationv1.GrantRequest{User: user, Id: "g", Amount: 10}}})
+	}
+	for k := range deductions {
+		for u := range users {
+			ops = append(ops, &rationv1.Operation{Op: &rationv1.Operation_Deduct{Deduct: &rationv1.DeductRequest{User: fmt.Sprint("batch-", u), Id: fmt.Sprint("d", k), Amount: 3, Timestamp: int64(k)}}})
+		}
+	}
+	entries0, ops0 := entriesProposed(t, ms)
+	res, err := c.Batch(ctx, &rationv1.BatchRequest{Operations: ops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.GetResults() {
+		want := uint64(i/users + 1)
+		var got uint64
+		if i < users {
+			got = r.GetGrant().GetVersion()
+		} else {
+			got = r.GetDeduct().GetVersion()
+		}
+		if r.GetError() != nil || got != want {
+			t.Fatalf("op %d: %v, want applied at version %d", i, r, want)
+		}
+	}
+	entries, applied := entriesProposed(t, ms)
+	if entries-entries0 != int64(len(shardsTouched)) || applied-ops0 != int64(len(ops)) {
+		t.Fatalf("%d entries carrying %d ops for a batch of %d ops over %d shards: want one entry per shard",
+			entries-entries0, applied-ops0, len(ops), len(shardsTouched))
+	}
+
+	// Answers as single writes: a refusal between accepted ops, the
+	// retry of an applied op, a conflict, an invalid op.
+	user := "batch-0"
+	more := []*rationv1.Operation{
+		{Op: &rationv1.Operation_Deduct{Deduct: &rationv1.DeductRequest{User: user, Id: "big", Amount: 100, Timestamp: 5}}},
+		{Op: &rationv1.Operation_Grant{Grant: &rationv1.GrantRequest{User: user, Id: "g2", Amount: 5, Timestamp: 1}}},
+		{Op: &rationv1.Operation_Deduct{Deduct: &rationv1.DeductRequest{User: user, Id: "d0", Amount: 3, Timestamp: 0}}},
+		{Op: &rationv1.Operation_Deduct{Deduct: &rationv1.DeductRequest{User: user, Id: "d1", Amount: 4, Timestamp: 1}}},
+		{Op: &rationv1.Operation_Deduct{Deduct: &rationv1.DeductRequest{User: user, Id: "d9", Amount: 6, Timestamp: 9}}},
+		{Op: &rationv1.Operation_Grant{Grant: &rationv1.GrantRequest{User: user, Id: "g3", Amount: 0}}},
+	}
+	res, err = c.Batch(ctx, &rationv1.BatchRequest{Operations: more})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.GetResults()
+	switch {
+	case r[0].GetError().GetCode() != "FAILED_PRECONDITION" || r[0].GetError().GetInsufficient().GetShortfall() != 99:
+		t.Fatalf("big deduction: %v", r[0])
+	case r[1].GetGrant().GetVersion() != 5:
+		t.Fatalf("grant: %v", r[1])
+	case !r[2].GetDeduct().GetDuplicate():
+		t.Fatalf("retried deduction: %v", r[2])
+	case r[3].GetError().GetCode() != "ALREADY_EXISTS":
+		t.Fatalf("conflicting deduction: %v", r[3])
+	case r[4].GetDeduct().GetVersion() != 6:
+		t.Fatalf("deduction after the grant: %v", r[4])
+	case r[5].GetError().GetCode() != "INVALID_ARGUMENT" || r[5].GetError().GetField() != "amount":
+		t.Fatalf("invalid grant: %v", r[5])
+	}
+	b, err := c.GetBalance(ctx, &rationv1.GetBalanceRequest{User: user, At: proto.Int64(100)})
+	if err != nil || b.GetBalance() != 0 {
+		t.Fatalf("balance %v, %v; want 10 + 5 - 9 - 6 = 0", b, err)
 	}
 }

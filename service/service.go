@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/ration/ration/actors"
@@ -26,6 +25,10 @@ type Backend interface {
 	Deduct(ctx context.Context, user string, d ledger.Deduction) (actors.WriteResult, error)
 	Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error)
 	History(ctx context.Context, user string, from, to int64, skip, limit int, stale bool) (actors.Page, error)
+	// Batch runs ops, each as if sent alone, and returns one result per
+	// op; ops of one user apply in the order given. Each op has a valid
+	// user and exactly one of Grant and Deduction.
+	Batch(ctx context.Context, ops []BatchOp) []BatchResult
 }
 
 // Paging and batch limits.
@@ -212,55 +215,42 @@ func decodeToken(tok, user string, from, to int64) (int64, int, error) {
 }
 
 // BatchOp is one operation of a batch: exactly one of Grant and Deduction.
-type BatchOp struct {
-	User      string
-	Grant     *ledger.Grant
-	Deduction *ledger.Deduction
-}
+type BatchOp = actors.BatchOp
 
 // BatchResult is one operation's outcome.
-type BatchResult struct {
-	actors.WriteResult
-	Err error
-}
+type BatchResult = actors.BatchResult
 
 // Batch runs ops, each as if sent alone (not atomically). Operations of one
-// user apply in the order given; different users run concurrently.
+// user apply in the order given: one starts only once the ones before it
+// have an answer. The backend splits them by shard and proposes each
+// shard's part together, parts in parallel. Invalid operations (bad user,
+// not exactly one of grant and deduction) fail alone, without reaching the
+// backend.
 func (s *Service) Batch(ctx context.Context, ops []BatchOp) ([]BatchResult, error) {
 	if len(ops) > MaxBatch {
 		return nil, &ledger.InvalidArgumentError{Field: "operations", Reason: fmt.Sprintf("at most %d per batch, got %d", MaxBatch, len(ops))}
 	}
 	out := make([]BatchResult, len(ops))
-	byUser := map[string][]int{}
-	var order []string
+	valid := make([]BatchOp, 0, len(ops))
+	idx := make([]int, 0, len(ops))
 	for i, op := range ops {
-		if _, ok := byUser[op.User]; !ok {
-			order = append(order, op.User)
+		err := checkUser(op.User)
+		if err == nil && (op.Grant == nil) == (op.Deduction == nil) {
+			err = &ledger.InvalidArgumentError{Field: "op", Reason: "exactly one of grant and deduct must be set"}
 		}
-		byUser[op.User] = append(byUser[op.User], i)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		valid = append(valid, op)
+		idx = append(idx, i)
 	}
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	for _, user := range order {
-		idx := byUser[user]
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			for _, i := range idx {
-				op := ops[i]
-				switch {
-				case op.Grant != nil && op.Deduction == nil:
-					out[i].WriteResult, out[i].Err = s.Grant(ctx, op.User, *op.Grant)
-				case op.Deduction != nil && op.Grant == nil:
-					out[i].WriteResult, out[i].Err = s.Deduct(ctx, op.User, *op.Deduction)
-				default:
-					out[i].Err = &ledger.InvalidArgumentError{Field: "op", Reason: "exactly one of grant and deduct must be set"}
-				}
-			}
-		}()
+	if len(valid) > 0 {
+		for k, r := range s.b.Batch(ctx, valid) {
+			r.Err = classify(r.Err)
+			out[idx[k]] = r
+		}
 	}
-	wg.Wait()
 	return out, nil
 }
 

@@ -63,6 +63,10 @@ type Config struct {
 	// TLS, when set, carries actor traffic over TLS both ways, each node
 	// presenting its certificate. Nil: plaintext.
 	TLS TLSConfigs
+	// Expired counts batches from other nodes that arrived after their
+	// sender's deadline and were not started (Server.Expired counts the
+	// other requests). Optional.
+	Expired prometheus.Counter
 }
 
 // TLSConfigs hands out the TLS configurations of a node's listeners and of
@@ -210,6 +214,13 @@ func (c *Cluster) call(ctx context.Context, user string, req *actorpb.Request) (
 	if err != nil {
 		return nil, err
 	}
+	return c.send(ctx, user, pid, node, req)
+}
+
+// send makes one attempt at req on pid, an actor on node serving user:
+// within the attempt timeout and ctx, and recording in the lookup what the
+// reply says of node's leadership.
+func (c *Cluster) send(ctx context.Context, user string, pid *actor.PID, node string, req *actorpb.Request) (*actorpb.Reply, error) {
 	timeout := c.cfg.AttemptTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
@@ -308,25 +319,36 @@ func (s Server) ServeRemote(user string, msg any, l actors.Local) any {
 	if !s.Locator.LocalLeader(shard) {
 		return notLeaderReply(s.Locator, shard)
 	}
+	ctx, cancel, late := startContext(req, s.Expired)
+	defer cancel()
+	if late != nil {
+		return late
+	}
+	return serve(ctx, req, l)
+}
+
+// startContext is the context to serve req in: it ends when the sender
+// stops waiting. A request that arrived after its sender's deadline gets
+// late, a refusal, instead, and expired (if not nil) counts it.
+func startContext(req *actorpb.Request, expired prometheus.Counter) (_ context.Context, _ context.CancelFunc, late *actorpb.Reply) {
 	timeout := defaultServeTimeout
 	if req.GetTimeoutMs() > 0 {
 		timeout = time.Duration(req.GetTimeoutMs()) * time.Millisecond
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if ms := req.GetDeadlineUnixMs(); ms > 0 {
-		deadline := time.UnixMilli(ms)
-		if late := time.Since(deadline); late >= 0 {
-			if s.Expired != nil {
-				s.Expired.Inc()
-			}
-			return codeReply(actorpb.Code_CODE_DEADLINE_EXCEEDED, "arrived %v after its sender's deadline; not started", late.Round(time.Millisecond))
-		}
-		var cancelAt context.CancelFunc
-		ctx, cancelAt = context.WithDeadline(ctx, deadline)
-		defer cancelAt()
+	ms := req.GetDeadlineUnixMs()
+	if ms <= 0 {
+		return ctx, cancel, nil
 	}
-	return serve(ctx, req, l)
+	deadline := time.UnixMilli(ms)
+	if by := time.Since(deadline); by >= 0 {
+		if expired != nil {
+			expired.Inc()
+		}
+		return ctx, cancel, codeReply(actorpb.Code_CODE_DEADLINE_EXCEEDED, "arrived %v after its sender's deadline; not started", by.Round(time.Millisecond))
+	}
+	ctx, cancelAt := context.WithDeadline(ctx, deadline)
+	return ctx, func() { cancelAt(); cancel() }, nil
 }
 
 // OpenError is a failed attempt whose request was sent and not answered:

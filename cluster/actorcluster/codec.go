@@ -44,16 +44,43 @@ func newRequest(kind actorpb.Kind, user string, payload proto.Message) *actorpb.
 }
 
 func grantRequest(user string, g ledger.Grant) *actorpb.Request {
-	r := &rationv1.GrantRequest{User: user, Id: g.ID, Amount: g.Amount, Timestamp: g.Timestamp, Priority: g.Priority}
-	if g.ExpiresAt != ledger.Never {
-		exp := g.ExpiresAt
-		r.ExpiresAt = &exp
-	}
-	return newRequest(actorpb.Kind_KIND_GRANT, user, r)
+	return newRequest(actorpb.Kind_KIND_GRANT, user, grantMessage(user, g))
 }
 
 func deductRequest(user string, d ledger.Deduction) *actorpb.Request {
-	return newRequest(actorpb.Kind_KIND_DEDUCT, user, &rationv1.DeductRequest{User: user, Id: d.ID, Amount: d.Amount, Timestamp: d.Timestamp})
+	return newRequest(actorpb.Kind_KIND_DEDUCT, user, deductMessage(user, d))
+}
+
+func grantMessage(user string, g ledger.Grant) *rationv1.GrantRequest {
+	return &rationv1.GrantRequest{User: user, Id: g.ID, Amount: g.Amount, Timestamp: g.Timestamp, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority}
+}
+
+func deductMessage(user string, d ledger.Deduction) *rationv1.DeductRequest {
+	return &rationv1.DeductRequest{User: user, Id: d.ID, Amount: d.Amount, Timestamp: d.Timestamp}
+}
+
+func grantOf(r *rationv1.GrantRequest) ledger.Grant {
+	g := ledger.Grant{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp(), ExpiresAt: ledger.Never, Priority: r.GetPriority()}
+	if r.ExpiresAt != nil {
+		g.ExpiresAt = *r.ExpiresAt
+	}
+	return g
+}
+
+func deductionOf(r *rationv1.DeductRequest) ledger.Deduction {
+	return ledger.Deduction{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp()}
+}
+
+// writeReply is the reply to a grant or deduction (deduct) that ended
+// with res or err.
+func writeReply(res actors.WriteResult, err error, deduct bool) *actorpb.Reply {
+	switch {
+	case err != nil:
+		return errorReply(err)
+	case deduct:
+		return payloadReply(&rationv1.DeductResponse{Duplicate: res.Duplicate, Version: res.Version, Allocations: allocations(res.Allocations)})
+	}
+	return payloadReply(&rationv1.GrantResponse{Duplicate: res.Duplicate, Version: res.Version})
 }
 
 func consistency(stale bool) rationv1.ReadConsistency {
@@ -272,25 +299,15 @@ func serve(ctx context.Context, req *actorpb.Request, l actors.Local) *actorpb.R
 		if err := proto.Unmarshal(req.GetPayload(), &r); err != nil {
 			return bad(err)
 		}
-		g := ledger.Grant{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp(), ExpiresAt: ledger.Never, Priority: r.GetPriority()}
-		if r.ExpiresAt != nil {
-			g.ExpiresAt = *r.ExpiresAt
-		}
-		res, err := l.Grant(ctx, g)
-		if err != nil {
-			return errorReply(err)
-		}
-		return payloadReply(&rationv1.GrantResponse{Duplicate: res.Duplicate, Version: res.Version})
+		res, err := l.Grant(ctx, grantOf(&r))
+		return writeReply(res, err, false)
 	case actorpb.Kind_KIND_DEDUCT:
 		var r rationv1.DeductRequest
 		if err := proto.Unmarshal(req.GetPayload(), &r); err != nil {
 			return bad(err)
 		}
-		res, err := l.Deduct(ctx, ledger.Deduction{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp()})
-		if err != nil {
-			return errorReply(err)
-		}
-		return payloadReply(&rationv1.DeductResponse{Duplicate: res.Duplicate, Version: res.Version, Allocations: allocations(res.Allocations)})
+		res, err := l.Deduct(ctx, deductionOf(&r))
+		return writeReply(res, err, true)
 	case actorpb.Kind_KIND_BALANCE:
 		var r rationv1.GetBalanceRequest
 		if err := proto.Unmarshal(req.GetPayload(), &r); err != nil {

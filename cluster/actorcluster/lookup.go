@@ -13,7 +13,9 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ration/ration/actors"
 	"github.com/ration/ration/cluster/actorcluster/actorpb"
 	"github.com/ration/ration/service"
 	"github.com/ration/ration/shards"
@@ -36,9 +38,11 @@ type Locator interface {
 	Candidates(shard uint32) []string
 }
 
-// Directory activates users' actors on this node (*actors.Directory).
+// Directory activates users' actors on this node and runs the batches of
+// shards it leads (*actors.Directory).
 type Directory interface {
 	Activate(user string) (*actor.PID, error)
+	Batch(ctx context.Context, ops []actors.BatchOp) []actors.BatchResult
 }
 
 // Leadership tells of this node's shard leadership changes (*shards.Host).
@@ -67,6 +71,7 @@ type Lookup struct {
 	// how long a node that did not answer is passed over.
 	askTimeout time.Duration
 	avoidFor   time.Duration
+	expired    prometheus.Counter // of Config
 
 	cl      *cluster.Cluster // from Setup
 	dirPID  *actor.PID
@@ -91,7 +96,7 @@ var _ cluster.IdentityLookup = (*Lookup)(nil)
 func newLookup(cfg *Config, calls *caller) *Lookup {
 	return &Lookup{
 		self: cfg.NodeID, loc: cfg.Locator, members: cfg.Members, dir: cfg.Directory,
-		log: cfg.Logger, calls: calls, askTimeout: cfg.ActivateTimeout, avoidFor: cfg.AvoidFor,
+		log: cfg.Logger, calls: calls, askTimeout: cfg.ActivateTimeout, avoidFor: cfg.AvoidFor, expired: cfg.Expired,
 		pids: map[string]entry{}, leader: map[uint32]string{}, gen: map[uint32]uint64{}, avoid: map[string]time.Time{},
 	}
 }
@@ -365,21 +370,30 @@ func (l *Lookup) next(shard uint32, hint string, asked map[string]bool) string {
 	return ""
 }
 
+// directoryOf is node's directory actor.
+func (l *Lookup) directoryOf(node string) (*actor.PID, error) {
+	m, ok := l.members.Member(node)
+	if !ok || m.ActorAddr == "" {
+		return nil, fmt.Errorf("%w: %s announces no actor address: %w", ErrUnreachable, node, service.ErrUnavailable)
+	}
+	return actor.NewPID(m.ActorAddr, DirectoryActor), nil
+}
+
 // ask asks node's directory actor to activate the user's actor. Any node
 // with an actor address is asked, whatever this node's view says of its
 // health: the candidates are live members already, and a node that others
 // name as the leader is worth a question even if this view has it dead.
 func (l *Lookup) ask(ctx context.Context, node, user string) (*actorpb.Reply, error) {
-	m, ok := l.members.Member(node)
-	if !ok || m.ActorAddr == "" {
-		return nil, fmt.Errorf("%w: %s announces no actor address: %w", ErrUnreachable, node, service.ErrUnavailable)
+	pid, err := l.directoryOf(node)
+	if err != nil {
+		return nil, err
 	}
 	timeout := l.askTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
 	req := &actorpb.Request{Version: actorpb.Version_VERSION_1, Kind: actorpb.Kind_KIND_ACTIVATE, User: user, TimeoutMs: timeout.Milliseconds()}
-	return l.calls.request(ctx, actor.NewPID(m.ActorAddr, DirectoryActor), req, timeout)
+	return l.calls.request(ctx, pid, req, timeout)
 }
 
 // directoryActor activates users' actors for other nodes, when this node
@@ -389,6 +403,13 @@ type directoryActor struct{ l *Lookup }
 func (d *directoryActor) Receive(ctx actor.Context) {
 	req, ok := ctx.Message().(*actorpb.Request)
 	if !ok || ctx.Sender() == nil {
+		return
+	}
+	if req.GetVersion() == actorpb.Version_VERSION_1 && req.GetKind() == actorpb.Kind_KIND_BATCH {
+		// A batch waits for raft: it must not hold up the activations
+		// that every other node's requests need from this actor.
+		sender, root := ctx.Sender(), ctx.ActorSystem().Root
+		go func() { root.Send(sender, d.l.serveBatch(req)) }()
 		return
 	}
 	ctx.Respond(d.activate(req))

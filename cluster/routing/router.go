@@ -88,17 +88,8 @@ const clockAllowance = 250 * time.Millisecond
 func route[T any](ctx context.Context, r *Router, user string, call func(context.Context, service.Backend) (T, error)) (T, error) {
 	var zero T
 	shard := r.loc.ShardOf(user)
-	deadline := time.Now().Add(r.opts.Deadline)
-	// The remote's attempts end with the deadline too: the caller's, or
-	// the routing deadline when that is sooner.
-	rctx := ctx
-	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
-		deadline = d
-	} else {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+	deadline, rctx, cancel := r.deadline(ctx)
+	defer cancel()
 	var lastErr error = errNoRoute
 	// The latest deadline of the attempts sent and not answered: until it
 	// passes, one of them may still be applied.
@@ -151,6 +142,18 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 	}
 }
 
+// deadline is when a request's retries end: the routing deadline, or the
+// caller's when that is sooner. rctx ends then too: the remote's attempts
+// use it.
+func (r *Router) deadline(ctx context.Context) (time.Time, context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(r.opts.Deadline)
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		return d, ctx, func() {}
+	}
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	return deadline, rctx, cancel
+}
+
 // retryable reports whether another node, or a later try, may succeed:
 // answers (invalid, conflict, insufficient) and the caller's own deadline
 // are final.
@@ -165,9 +168,12 @@ func retryable(err error) bool {
 // sleep waits before attempt n with jittered exponential backoff, 20 ms to
 // 500 ms, or fails once the deadline would pass.
 func sleep(ctx context.Context, n int, deadline time.Time) error {
+	return sleepUntil(ctx, time.Now().Add(backoff(n)), deadline)
+}
+
+func backoff(n int) time.Duration {
 	d := time.Duration(rand.Int64N(int64(20*time.Millisecond) << min(n-1, 5)))
-	d = min(d, 500*time.Millisecond)
-	return sleepUntil(ctx, time.Now().Add(d), deadline)
+	return min(d, 500*time.Millisecond)
 }
 
 // sleepUntil waits until at, or fails if the deadline comes first.

@@ -106,6 +106,20 @@ func (r *remote) History(ctx context.Context, user string, from, to int64, skip,
 	})
 }
 
+// Batch is one attempt at a shard's part of a batch, as the actor cluster
+// makes it: the whole part fails, or the leader's directory answers each
+// op.
+func (r *remote) Batch(ctx context.Context, ops []actors.BatchOp) []actors.BatchResult {
+	res, err := attempt(ctx, r, ops[0].User, func(d *actors.Directory) ([]actors.BatchResult, error) { return d.Batch(ctx, ops), nil })
+	if err != nil {
+		res = make([]actors.BatchResult, len(ops))
+		for k := range res {
+			res[k].Err = err
+		}
+	}
+	return res
+}
+
 type fakeNode struct {
 	router *Router
 	remote *remote

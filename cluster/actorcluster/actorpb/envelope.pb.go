@@ -91,6 +91,12 @@ const (
 	Kind_KIND_DEDUCT  Kind = 3
 	Kind_KIND_BALANCE Kind = 4
 	Kind_KIND_HISTORY Kind = 5
+	// To a node's directory actor: run the operations of a Batch call whose
+	// users all belong to one shard, which that node leads. The payload is a
+	// ration.v1.BatchRequest; the reply has one result per operation, in
+	// order, each the reply a KIND_GRANT or KIND_DEDUCT of that operation
+	// would have had. An error of the reply itself concerns them all.
+	Kind_KIND_BATCH Kind = 6
 )
 
 // Enum value maps for Kind.
@@ -102,6 +108,7 @@ var (
 		3: "KIND_DEDUCT",
 		4: "KIND_BALANCE",
 		5: "KIND_HISTORY",
+		6: "KIND_BATCH",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -110,6 +117,7 @@ var (
 		"KIND_DEDUCT":      3,
 		"KIND_BALANCE":     4,
 		"KIND_HISTORY":     5,
+		"KIND_BATCH":       6,
 	}
 )
 
@@ -412,8 +420,10 @@ type Reply struct {
 	// shard, empty if it knows none.
 	LeaderHint string `protobuf:"bytes,3,opt,name=leader_hint,json=leaderHint,proto3" json:"leader_hint,omitempty"`
 	// KIND_ACTIVATE: the user's actor (protoactor PID address and id).
-	PidAddress    string `protobuf:"bytes,4,opt,name=pid_address,json=pidAddress,proto3" json:"pid_address,omitempty"`
-	PidId         string `protobuf:"bytes,5,opt,name=pid_id,json=pidId,proto3" json:"pid_id,omitempty"`
+	PidAddress string `protobuf:"bytes,4,opt,name=pid_address,json=pidAddress,proto3" json:"pid_address,omitempty"`
+	PidId      string `protobuf:"bytes,5,opt,name=pid_id,json=pidId,proto3" json:"pid_id,omitempty"`
+	// KIND_BATCH: one reply per operation of the request, in order.
+	Results       []*Reply `protobuf:"bytes,6,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,6 +493,13 @@ func (x *Reply) GetPidId() string {
 	return ""
 }
 
+func (x *Reply) GetResults() []*Reply {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_cluster_actorcluster_actorpb_envelope_proto protoreflect.FileDescriptor
 
 const file_cluster_actorcluster_actorpb_envelope_proto_rawDesc = "" +
@@ -503,7 +520,7 @@ const file_cluster_actorcluster_actorpb_envelope_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12!\n" +
 	"\fdeduction_id\x18\x05 \x01(\tR\vdeductionId\x12\x0e\n" +
 	"\x02at\x18\x06 \x01(\x03R\x02at\x12\x1c\n" +
-	"\tshortfall\x18\a \x01(\x03R\tshortfall\"\xaf\x01\n" +
+	"\tshortfall\x18\a \x01(\x03R\tshortfall\"\xe8\x01\n" +
 	"\x05Reply\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x123\n" +
 	"\x05error\x18\x02 \x01(\v2\x1d.ration.actorcluster.v1.ErrorR\x05error\x12\x1f\n" +
@@ -511,10 +528,11 @@ const file_cluster_actorcluster_actorpb_envelope_proto_rawDesc = "" +
 	"leaderHint\x12\x1f\n" +
 	"\vpid_address\x18\x04 \x01(\tR\n" +
 	"pidAddress\x12\x15\n" +
-	"\x06pid_id\x18\x05 \x01(\tR\x05pidId*1\n" +
+	"\x06pid_id\x18\x05 \x01(\tR\x05pidId\x127\n" +
+	"\aresults\x18\x06 \x03(\v2\x1d.ration.actorcluster.v1.ReplyR\aresults*1\n" +
 	"\aVersion\x12\x17\n" +
 	"\x13VERSION_UNSPECIFIED\x10\x00\x12\r\n" +
-	"\tVERSION_1\x10\x01*t\n" +
+	"\tVERSION_1\x10\x01*\x84\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKIND_ACTIVATE\x10\x01\x12\x0e\n" +
@@ -522,7 +540,9 @@ const file_cluster_actorcluster_actorpb_envelope_proto_rawDesc = "" +
 	"KIND_GRANT\x10\x02\x12\x0f\n" +
 	"\vKIND_DEDUCT\x10\x03\x12\x10\n" +
 	"\fKIND_BALANCE\x10\x04\x12\x10\n" +
-	"\fKIND_HISTORY\x10\x05*\xd9\x01\n" +
+	"\fKIND_HISTORY\x10\x05\x12\x0e\n" +
+	"\n" +
+	"KIND_BATCH\x10\x06*\xd9\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCODE_NOT_LEADER\x10\x01\x12\x14\n" +
@@ -561,11 +581,12 @@ var file_cluster_actorcluster_actorpb_envelope_proto_depIdxs = []int32{
 	1, // 1: ration.actorcluster.v1.Request.kind:type_name -> ration.actorcluster.v1.Kind
 	2, // 2: ration.actorcluster.v1.Error.code:type_name -> ration.actorcluster.v1.Code
 	4, // 3: ration.actorcluster.v1.Reply.error:type_name -> ration.actorcluster.v1.Error
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 4: ration.actorcluster.v1.Reply.results:type_name -> ration.actorcluster.v1.Reply
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_cluster_actorcluster_actorpb_envelope_proto_init() }
