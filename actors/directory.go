@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ration/ration/ledger"
@@ -99,6 +100,8 @@ type Directory struct {
 
 	dispatcher actor.Dispatcher // shared by every actor
 	ownSystem  bool             // sys was started here, and is stopped here
+	// deadLetters answers requests that reached a stopped actor.
+	deadLetters *eventstream.Subscription
 
 	mu     sync.Mutex
 	pids   map[string]*actor.PID
@@ -124,7 +127,7 @@ func New(rep Replica, opts Options) *Directory {
 	if sys == nil {
 		sys, own = NewSystem(opts.Logger), true
 	}
-	return &Directory{
+	d := &Directory{
 		sys: sys, ownSystem: own, rep: rep, opts: opts, log: opts.Logger,
 		met:        newMetrics(opts.Registerer),
 		pids:       map[string]*actor.PID{},
@@ -132,6 +135,8 @@ func New(rep Replica, opts Options) *Directory {
 		collecting: map[uint32]chan struct{}{},
 		dispatcher: newPooledDispatcher(300),
 	}
+	d.deadLetters = d.watchDeadLetters()
+	return d
 }
 
 // NewSystem starts an actor system configured for the user actors:
@@ -205,9 +210,6 @@ func (d *Directory) call(ctx context.Context, user string, req *request) (*reply
 	}
 	req.ctx = ctx
 	timeout := d.opts.RequestTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -216,21 +218,59 @@ func (d *Directory) call(ctx context.Context, user string, req *request) (*reply
 		if err != nil {
 			return nil, err
 		}
-		res, err := d.sys.Root.RequestFuture(pid, req, timeout).Result()
+		rep, err := d.send(ctx, pid, req, timeout)
 		switch {
-		case errors.Is(err, actor.ErrDeadLetter) && attempt < 5:
+		case errors.Is(err, errDeadLetter) && attempt < 5:
 			continue
-		case errors.Is(err, actor.ErrTimeout):
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("user %s: %w", user, context.DeadlineExceeded)
 		case err != nil:
 			return nil, fmt.Errorf("user %s: %w", user, err)
 		}
-		rep := res.(*reply)
 		return rep, rep.err
 	}
+}
+
+// errDeadLetter: the request reached an actor that had stopped.
+var errDeadLetter = errors.New("actors: the user's actor had stopped")
+
+// send delivers req to pid and waits for its reply, until ctx ends or,
+// for a ctx without a deadline, timeout passes.
+func (d *Directory) send(ctx context.Context, pid *actor.PID, req *request, timeout time.Duration) (*reply, error) {
+	done := make(chan *reply, 1)
+	req.done = done
+	d.sys.Root.Send(pid, req)
+	var expired <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case rep := <-done:
+		if rep == deadLetterReply {
+			return nil, errDeadLetter
+		}
+		return rep, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-expired:
+		return nil, context.DeadlineExceeded
+	}
+}
+
+// deadLetterReply is what the dead-letter watch answers with.
+var deadLetterReply = &reply{err: errDeadLetter}
+
+// watchDeadLetters answers requests that reached a stopped actor, as a
+// protoactor future would have been answered, so that call sends them
+// again to a fresh activation at once instead of waiting out its timeout.
+func (d *Directory) watchDeadLetters() *eventstream.Subscription {
+	return d.sys.EventStream.Subscribe(func(msg any) {
+		if dl, ok := msg.(*actor.DeadLetterEvent); ok {
+			if req, ok := dl.Message.(*request); ok && req.done != nil {
+				req.answer(deadLetterReply)
+			}
+		}
+	})
 }
 
 // PassivateShard stops the actors of a shard, for instance when this node
@@ -281,6 +321,7 @@ func (d *Directory) Shutdown(ctx context.Context) error {
 		}
 		_ = f.Wait()
 	}
+	d.sys.EventStream.Unsubscribe(d.deadLetters)
 	if d.ownSystem {
 		d.sys.Shutdown()
 	}

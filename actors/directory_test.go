@@ -218,3 +218,34 @@ func TestPassivationAndReactivation(t *testing.T) {
 		t.Fatalf("invalid user: %v", err)
 	}
 }
+
+// A request that reaches an actor which has stopped is answered by the
+// dead-letter watch at once, not left to wait out its timeout, and call
+// sends it again to a fresh activation.
+func TestRequestToStoppedActorIsAnsweredAndResent(t *testing.T) {
+	rep := actorstest.NewReplica(1)
+	d := newDir(t, rep, time.Hour)
+	ctx := context.Background()
+	if _, err := d.Grant(ctx, "gone", ledger.Grant{ID: "g", Amount: 5, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := d.activate("gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.sys.Root.StopFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The directory still lists the stopped PID, as it does for a request
+	// routed just before a passivation: a bare send gets the dead letter...
+	_, err = d.send(ctx, pid, &request{ctx: ctx, kind: opBalance}, time.Hour)
+	if !errors.Is(err, errDeadLetter) {
+		t.Fatalf("send to a stopped actor: %v, want errDeadLetter", err)
+	}
+	// ...and call, once the stale activation is forgotten, reaches a new one.
+	d.forget("gone", pid)
+	b, err := d.Balance(ctx, "gone", 0, false)
+	if err != nil || b.Balance != 5 {
+		t.Fatalf("balance after the actor stopped: %+v %v", b, err)
+	}
+}

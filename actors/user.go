@@ -35,6 +35,27 @@ type request struct {
 	skip, limit int
 	batch       []BatchOp // opBatch: the user's ops, in order
 	member      *member   // opBatch: its place in the shard's gather
+
+	// done takes the one reply (Directory.call): the actor answers on it
+	// directly, and the directory's dead-letter watch answers for an actor
+	// that had stopped. This spares every local request a protoactor
+	// future: a PID registered in the process registry and a timer, 14%
+	// of a node's CPU under read load (docs/profiles/).
+	done chan *reply
+}
+
+// IgnoreDeadLetterLogging: a request that reaches a stopped actor is
+// answered by the dead-letter watch and sent again, not a problem to log.
+func (*request) IgnoreDeadLetterLogging() {}
+
+// answer delivers r to whoever waits for req. Never blocks: done has room
+// for the one reply, and a second (impossible: an actor either takes a
+// request or it goes to dead letters) is dropped.
+func (req *request) answer(r *reply) {
+	select {
+	case req.done <- r:
+	default:
+	}
 }
 
 type reply struct {
@@ -79,7 +100,12 @@ func (a *userActor) Receive(ctx actor.Context) {
 		ctx.CancelReceiveTimeout()
 		ctx.Poison(ctx.Self())
 	case *request:
-		ctx.Respond(showIDs(a.handle(m)))
+		r := showIDs(a.handle(m))
+		if m.done != nil {
+			m.answer(r)
+		} else {
+			ctx.Respond(r)
+		}
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 		// Stopping, Stopped, Restarting: nothing to do.
 	default:
