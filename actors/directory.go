@@ -181,7 +181,9 @@ func (d *Directory) activate(user string) (*actor.PID, error) {
 	a := &userActor{dir: d, user: user, shard: shard}
 	// Spawned unnamed: a name would collide with a passivating activation
 	// that has not yet been removed from the process registry.
-	pid := d.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }, actor.WithDispatcher(d.dispatcher)))
+	props := actor.PropsFromProducer(func() actor.Actor { return a },
+		actor.WithDispatcher(d.dispatcher), actor.WithMailbox(actor.Unbounded(leftovers{a})))
+	pid := d.sys.Root.Spawn(props)
 	d.pids[user] = pid
 	d.shard[user] = shard
 	d.met.activations.Inc()

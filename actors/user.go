@@ -86,12 +86,21 @@ type userActor struct {
 	shard   uint32
 	l       *ledger.Ledger
 	version uint64
+
+	// self and stopped are for leftovers: set in the actor's turns, read
+	// by its mailbox after them.
+	self    *actor.PID
+	stopped bool
 }
 
 func (a *userActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		a.self = ctx.Self()
 		ctx.SetReceiveTimeout(a.dir.opts.IdleTimeout)
+	case *actor.Stopped:
+		// Whatever is still queued is never served: leftovers passes it on.
+		a.stopped = true
 	case *actor.ReceiveTimeout:
 		// Unregister first so that no new request is routed here, then
 		// poison: requests already queued are served before the stop.
@@ -107,7 +116,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 			ctx.Respond(r)
 		}
 	case actor.SystemMessage, actor.AutoReceiveMessage:
-		// Stopping, Stopped, Restarting: nothing to do.
+		// Stopping, Restarting: nothing to do.
 	default:
 		if a.dir.opts.Remote == nil || ctx.Sender() == nil {
 			return
