@@ -112,6 +112,7 @@ func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp,
 		users[ops[i].User] = true
 	}
 	g := newGather(d.rep, len(users), release)
+	g.chain = d.opts.Chain == nil || d.opts.Chain(shard)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -169,6 +170,7 @@ type gather struct {
 	rep     Replica
 	release func()
 	full    chan struct{} // closed when no member is missing
+	chain   bool          // members may chain their ops (Options.Chain)
 
 	mu      sync.Mutex
 	missing int
@@ -303,7 +305,7 @@ func (a *userActor) batch(req *request) *reply {
 			i++
 			break
 		}
-		if run := a.prepare(ops[i:], res[i:]); len(run) > 0 {
+		if run := a.prepare(ops[i:], res[i:], req.member.g.chain); len(run) > 0 {
 			out, err := req.member.propose(ctx, run)
 			k := 0
 			for err == nil && k < len(run) && out[k].Applied {
@@ -350,10 +352,10 @@ func dropReason(err error, out []raftfsm.OpResult, k int) string {
 // with the cache's version, the others chained on the one before. It
 // stops before the first op refused or found a duplicate. res gets each
 // accepted op's version and allocations, as they will be once the run is
-// committed.
-func (a *userActor) prepare(ops []BatchOp, res []BatchResult) []raftfsm.Op {
+// committed. Without chain, a run is one op.
+func (a *userActor) prepare(ops []BatchOp, res []BatchResult, chain bool) []raftfsm.Op {
 	most := raftfsm.MaxBatchOps
-	if chain := a.dir.opts.Chain; chain != nil && !chain() {
+	if !chain {
 		most = 1
 	}
 	var run []raftfsm.Op

@@ -294,7 +294,7 @@ func TestConcurrentBatchesOverlap(t *testing.T) {
 func TestBatchWithoutChains(t *testing.T) {
 	ctx := context.Background()
 	rep := actorstest.NewReplica(1)
-	d := New(rep, Options{IdleTimeout: time.Minute, Chain: func() bool { return false }})
+	d := New(rep, Options{IdleTimeout: time.Minute, Chain: func(uint32) bool { return false }})
 	t.Cleanup(func() { _ = d.Shutdown(context.Background()) })
 	ops := []BatchOp{grantOp("u", "a", 5, 0), deductOp("u", "b", 3, 1), grantOp("v", "a", 1, 0), grantOp("u", "c", 1, 0)}
 	before := rep.Entries.Load()

@@ -62,12 +62,13 @@ type Options struct {
 	// Remote answers the messages from other nodes that reach a user's
 	// actor. Nil: such messages are dropped.
 	Remote RemoteHandler
-	// Chain reports whether a user's ops of a batch may be chained into
-	// one raft entry: whether every replica applies raftfsm batch format
-	// 2, so that none stops on such an entry during a rolling upgrade.
+	// Chain reports whether a user's ops of a batch on shard may be
+	// chained into one raft entry: whether every replica of the shard
+	// applies raftfsm batch format 2, so that none stops on such an entry
+	// during a rolling upgrade. Asked once per shard's part of a batch.
 	// When it says no, each op of a user goes into an entry of its own.
 	// Nil: always.
-	Chain func() bool
+	Chain func(shard uint32) bool
 }
 
 // RemoteHandler serves a message that reached a user's actor from another

@@ -58,18 +58,39 @@ func (n *Node) startMembership(ctx context.Context) error {
 // announce 0.
 const protocolVersion = 1
 
-// chainable reports whether every node this one knows of, whatever its
-// state, applies batch format 2, so that a user's ops of a Batch may be
-// chained into one raft entry: a replica of an earlier release would stop
-// on it. During a rolling upgrade from such a release, batches therefore
-// propose each user's ops one entry at a time until the last old node is
-// gone from the view.
-func (n *Node) chainable() bool {
+// chainable reports whether a user's ops of a Batch on shard may be
+// chained into one raft entry (raftfsm batch format 2), which a replica of
+// an earlier release would stop on: only when chainableAmong the gossip
+// view and the shard's raft configuration. During a rolling upgrade from
+// such a release, batches therefore propose each user's ops one entry at a
+// time until the last old node is gone from the view and from the shard.
+func (n *Node) chainable(shard uint32) bool {
 	if n.members == nil {
 		return true
 	}
-	for _, m := range n.members.Members() {
+	conf, err := n.host.Configuration(shard)
+	if err != nil {
+		return false
+	}
+	return chainableAmong(n.members.Members(), conf.Servers)
+}
+
+// chainableAmong reports whether every member of the view, whatever its
+// state, announces protocolVersion or later, and every server of a shard's
+// configuration is such a member. The view is not the whole cluster: a
+// node that started while another was down never learns of it
+// (cluster/membership/DESIGN.md), and a replica missing from the view may
+// be of an earlier release, back any time, replaying the shard's log.
+func chainableAmong(members []membership.Member, servers []raft.Server) bool {
+	known := make(map[string]bool, len(members))
+	for _, m := range members {
 		if m.Meta.Version < protocolVersion {
+			return false
+		}
+		known[m.NodeID] = true
+	}
+	for _, s := range servers {
+		if !known[string(s.ID)] {
 			return false
 		}
 	}
