@@ -31,7 +31,7 @@ type Group struct {
 	// before its fsync completes, and raft must not learn of an entry
 	// that a crash could still take back.
 	first, last atomic.Uint64
-	closed      atomic.Bool
+	closed      atomic.Bool // the view is released (Close)
 }
 
 var (
@@ -48,8 +48,14 @@ func (g *Group) ID() uint32 { return g.id }
 // the log stays contiguous, so first and last bound every entry.
 func (g *Group) IsMonotonic() bool { return true }
 
-// Close releases the view; the group's data stays. Raft must be shut
-// down first.
+// Close releases the view; the group's data stays. It does not cut the
+// view off from the engine: raft's transport runs heartbeat handlers on
+// its own goroutines, which raft's Shutdown does not wait for, and one
+// that passed raft's shutdown check may still persist a term or entries.
+// Raft panics if that write fails, so it must not fail; and it must not
+// be dropped, since the handler may still acknowledge it to the leader.
+// Such a write is a genuine one from the group's leader, so letting it
+// reach the engine (until the Store closes) is as safe as any other.
 func (g *Group) Close() error {
 	if g.closed.Swap(true) {
 		return nil
@@ -60,12 +66,7 @@ func (g *Group) Close() error {
 	return nil
 }
 
-func (g *Group) enter() error {
-	if g.closed.Load() {
-		return ErrClosed
-	}
-	return g.s.enter()
-}
+func (g *Group) enter() error { return g.s.enter() }
 
 // FirstIndex is the first index in the log, 0 if it is empty.
 func (g *Group) FirstIndex() (uint64, error) { return g.first.Load(), nil }

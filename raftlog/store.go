@@ -20,7 +20,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// ErrClosed is returned by every call on a closed Store or Group.
+// ErrClosed is returned by every call on a closed Store, and on its groups.
 var ErrClosed = errors.New("raftlog: closed")
 
 // Store is the node's engine and the table of the groups open on it.
@@ -85,7 +85,10 @@ func (s *Store) Group(id uint32) (*Group, error) {
 
 // DropGroup deletes every key of a group (its log and stable store),
 // durably, as removing a replica from this node needs. The group must not
-// be open.
+// be open. A raft heartbeat handler still running after the group's raft
+// shut down may write a key back (see Group.Close); that leaves a term or
+// entries from the group's real leader, which raft handles like any
+// stale replica's state if the group is ever hosted here again.
 func (s *Store) DropGroup(id uint32) error {
 	if err := s.enter(); err != nil {
 		return err

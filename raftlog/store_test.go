@@ -229,6 +229,16 @@ func TestOpenAndCloseRules(t *testing.T) {
 		s2.Close()
 		t.Fatal("a second engine opened the same directory")
 	}
+	// A released view still writes while the engine is open: raft's
+	// heartbeat handlers may outlive its shutdown, and raft panics on a
+	// failed term write (Group.Close).
+	g.Close()
+	if err := g.SetUint64([]byte("CurrentTerm"), 9); err != nil {
+		t.Fatalf("term write through a released view: %v", err)
+	}
+	if err := g.StoreLog(entry(1, 1, 9)); err != nil {
+		t.Fatalf("append through a released view: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
