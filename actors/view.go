@@ -130,6 +130,9 @@ func (v *Views) read(ctx context.Context, user string, answer func(*view)) error
 	defer w.mu.Unlock()
 	logs, ok := v.reps.Replica(w.shard)
 	if !ok {
+		// The shard moved away: its ledger would only hold memory until
+		// the LRU got to it, and a later replica starts over anyway.
+		w.l, w.version = nil, 0
 		return fmt.Errorf("%w: shard %d", ErrNoReplica, w.shard)
 	}
 	if w.l == nil {
