@@ -159,6 +159,11 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 	n := New()
 
 	ng := d.count("grant count", 5)
+	if d.err == nil {
+		// count bounds ng by the input's size, so this cannot be made to
+		// allocate more than the input could hold.
+		n.grants.reserve(ng)
+	}
 	for i := 0; i < ng && d.err == nil; i++ {
 		op := Grant{ID: d.id(), Amount: d.int64("amount"), Timestamp: d.int64("timestamp")}
 		dexp := d.int64("expiry")
@@ -194,6 +199,9 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 		n.frontier = max(n.frontier, op.Timestamp)
 	}
 	nd := d.count("deduction count", 3)
+	if d.err == nil {
+		n.deds.reserve(nd)
+	}
 	var prev int64
 	for i := 0; i < nd && d.err == nil; i++ {
 		op := Deduction{ID: d.id(), Amount: d.int64("amount")}
@@ -266,6 +274,7 @@ func (l *Ledger) rebuild() int {
 		return int(a) - int(b)
 	})
 	total := len(gev) + l.deds.len()
+	l.ev.reserve(total)
 	l.evChk = make([]checkpoint, (total+chkEvery-1)/chkEvery)
 	gi := 0
 	for di := uint32(0); int(di) < l.deds.len(); di++ {

@@ -157,3 +157,62 @@ func sameErr(a, b error) bool {
 	}
 	return reflect.TypeOf(a) == reflect.TypeOf(b) && a.Error() == b.Error()
 }
+
+// TestLongHistories runs histories long enough to move the ledger's arrays
+// from their first allocation into segments (chunks.go), one appended in
+// order and one with operations at random times, so that inserts shift
+// events across leaves. The reference replays everything for each answer,
+// too slow to follow such histories operation by operation: the ledger's
+// decisions are taken as they are and the outcome compared once at the end.
+func TestLongHistories(t *testing.T) {
+	n := 20_000
+	if testing.Short() {
+		n = 6_000
+	}
+	t.Run("in order", func(t *testing.T) {
+		var m refLedger
+		l, _ := buildHistory(t, n, &m)
+		compareLong(t, l, &m)
+	})
+	t.Run("late", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(12, 0x5eed))
+		g := &gen{r: r, tsSpan: 1_000_000, richness: 20}
+		l, m := New(), &refLedger{}
+		for l.ev.n < max(firstLen+2*chunkLen, n/3) {
+			switch op := g.op().(type) {
+			case Grant:
+				got, gotErr := l.Grant(op)
+				want, wantErr := m.grant(op)
+				if !sameErr(gotErr, wantErr) || got.Duplicate != want.Duplicate {
+					t.Fatalf("%+v: got %+v %v, want %+v %v", op, got, gotErr, want, wantErr)
+				}
+			case Deduction:
+				if res, err := l.Deduct(op); err == nil && !res.Duplicate {
+					m.deds = append(m.deds, op)
+				}
+			}
+		}
+		compareLong(t, l, m)
+	})
+}
+
+func compareLong(t *testing.T, l *Ledger, m *refLedger) {
+	t.Helper()
+	if l.ev.chunks.capacity() <= firstLen {
+		t.Fatalf("the timeline holds %d events: too short to leave its first allocation", l.ev.n)
+	}
+	checkInvariants(t, l)
+	if hl, hm := fullHistory(l), m.history(); !reflect.DeepEqual(hl, hm) {
+		t.Fatalf("history of %d operations differs from the reference", l.Len())
+	}
+	// The history carries the balance after each event; a few balances at
+	// random times check the search between events too.
+	r := rand.New(rand.NewPCG(5, 5))
+	for range 3 {
+		at := r.Int64N(l.frontier + 2)
+		if b, w := l.Balance(at), m.balance(at); b != w {
+			t.Fatalf("balance at %d = %d, want %d", at, b, w)
+		}
+	}
+	assertSameHistory(t, roundTrip(t, l), l)
+}

@@ -7,24 +7,15 @@ type event struct {
 	allocEnd uint32 // allocations of events [0, i] end here
 }
 
-// timeline is the applied history in chunks. Growth never copies (a copy
-// of a large slice stalls the owner for milliseconds and touches fresh
-// pages); an insert shifts the events after it across chunk boundaries,
-// which costs what a slice insert would.
+// timeline is the applied history in chunks. Growth never copies past the
+// first chunk (a copy of a large slice stalls the owner for milliseconds
+// and touches fresh pages); an insert shifts the events after it across
+// chunk boundaries, which costs what a slice insert would.
 type timeline struct {
-	c [][]event
-	n int
+	chunks[event]
 }
 
-func (t *timeline) at(i int) *event { return &t.c[i>>chunkShift][i&(chunkLen-1)] }
-
-func (t *timeline) push(e event) {
-	if t.n == len(t.c)*chunkLen {
-		t.c = append(t.c, make([]event, chunkLen))
-	}
-	t.n++
-	*t.at(t.n - 1) = e
-}
+func (t *timeline) at(i int) *event { return t.chunks.at(uint32(i)) }
 
 // insert puts e at p, moving events p.. one place up.
 func (t *timeline) insert(p int, e event) {
