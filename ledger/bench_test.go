@@ -190,14 +190,59 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportMetric(float64(n)/float64(l.Len()), "bytes/event")
 }
 
-func BenchmarkDecode(b *testing.B) {
-	l, _ := buildHistory(b, 1_000_000, nil)
-	buf, _ := l.MarshalBinary()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := New().UnmarshalBinary(buf); err != nil {
-			b.Fatal(err)
-		}
+// BenchmarkActivate rebuilds one user's ledger from its stored encoding,
+// as a node does when a user's actor starts: full validation and replay.
+// heap-bytes/event is what the rebuilt ledger keeps.
+func BenchmarkActivate(b *testing.B) {
+	for _, n := range []int{1000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			l, _ := buildHistory(b, n, nil)
+			buf, _ := l.MarshalBinary()
+			l = nil
+			before := heapInUse()
+			kept := New()
+			if err := kept.UnmarshalBinary(buf); err != nil {
+				b.Fatal(err)
+			}
+			perEvent := float64(heapInUse()-before) / float64(kept.Len())
+			runtime.KeepAlive(kept)
+			kept = nil
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := New().UnmarshalBinary(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(perEvent, "heap-bytes/event")
+		})
 	}
+}
+
+// manyUsers is BenchmarkManyUsers' population: a node's worth of users.
+const manyUsers = 1_000_000
+
+// BenchmarkManyUsers builds manyUsers ledgers of 10 operations each (one
+// grant, deductions, a second grant: the benchmark workload's first ten)
+// and reports the heap they keep. One iteration builds them all, so the
+// default benchtime runs it once; it needs about 1.5 GiB.
+func BenchmarkManyUsers(b *testing.B) {
+	const perUser = 10
+	histories := userHistories(perUser)
+	var perUserBytes float64
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		ledgers := make([]*Ledger, manyUsers)
+		before := heapInUse()
+		b.StartTimer()
+		buildUsers(b, ledgers, histories)
+		b.StopTimer()
+		perUserBytes = float64(heapInUse()-before) / manyUsers
+		runtime.KeepAlive(ledgers)
+		b.StartTimer()
+	}
+	b.ReportMetric(perUserBytes, "heap-bytes/user")
+	b.ReportMetric(perUserBytes/perUser, "heap-bytes/event")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*manyUsers), "ns/user")
 }
