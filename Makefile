@@ -34,8 +34,11 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
+# go.mod and go.sum must be what `go mod tidy` makes of them (prints the
+# difference and fails otherwise).
 lint: vet
 	$(GO) tool staticcheck $(PKGS)
+	$(GO) mod tidy -diff
 
 # Everything under the race detector; -short trims the long randomized
 # suites, which test-full runs whole without it.
