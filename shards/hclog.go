@@ -2,6 +2,7 @@ package shards
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -48,6 +49,9 @@ func (a *hclogAdapter) enabled(l hclog.Level) bool {
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
+	}
+	if level == hclog.Warn && isFirstElection(msg, args) {
+		level = hclog.Debug
 	}
 	if !a.enabled(level) {
 		return
@@ -109,4 +113,21 @@ func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Lo
 
 func (a *hclogAdapter) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
 	return a.StandardLogger(opts).Writer()
+}
+
+// isFirstElection tells raft's "heartbeat timeout reached, starting
+// election" for a group that never had a leader: every group of a node
+// that starts says it once (32 WARN lines on a fresh single node), and it
+// is how a raft group forms, not a problem. Losing a known leader still
+// warns.
+func isFirstElection(msg string, args []any) bool {
+	if msg != "heartbeat timeout reached, starting election" {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "last-leader-addr" {
+			return fmt.Sprint(args[i+1]) == "" // a raft.ServerAddress
+		}
+	}
+	return false
 }
