@@ -150,6 +150,30 @@ func ids(ms []*member) []string {
 
 // leaders maps each shard to the one member that leads it, if they all
 // agree on it.
+// transferShard0 has shard 0's leader hand it over, waits until another
+// member leads it, and returns the old leader.
+func transferShard0(t *testing.T, ms []*member) *member {
+	t.Helper()
+	ls, why := leaders(ms)
+	if ls == nil {
+		t.Fatalf("no leaders: %s", why)
+	}
+	old := ls[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := old.n.Host().TransferLeadershipOf(ctx, 0); err != nil {
+		t.Fatalf("transfer shard 0 from %s: %v", old.id, err)
+	}
+	waitFor(t, 10*time.Second, "a new leader of shard 0", func() (bool, string) {
+		ls, why := leaders(ms)
+		if ls == nil {
+			return false, why
+		}
+		return ls[0] != old, "still " + old.id
+	})
+	return old
+}
+
 func leaders(ms []*member) (map[uint32]*member, string) {
 	out := map[uint32]*member{}
 	for s := uint32(0); s < testShards; s++ {
@@ -311,20 +335,7 @@ func TestInProcessCluster(t *testing.T) {
 
 	// Leader transfer: the leader of shard 0 hands it over, and the
 	// shard serves through every node afterwards.
-	ls, _ := leaders(ms)
-	old := ls[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := old.n.Host().TransferLeadershipOf(ctx, 0); err != nil {
-		t.Fatalf("transfer shard 0 from %s: %v", old.id, err)
-	}
-	waitFor(t, 10*time.Second, "a new leader of shard 0", func() (bool, string) {
-		ls, why := leaders(ms)
-		if ls == nil {
-			return false, why
-		}
-		return ls[0] != old, "still " + old.id
-	})
+	transferShard0(t, ms)
 	write(t, ms, want, "r2", 24)
 	check(t, ms, want)
 

@@ -135,19 +135,7 @@ func TestClientRoutesToLeaders(t *testing.T) {
 
 	// A leadership transfer: the next calls for the shard go to the old
 	// leader, which forwards them and says who leads now.
-	old := ls[0]
-	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := old.n.Host().TransferLeadershipOf(tctx, 0); err != nil {
-		t.Fatalf("transfer shard 0 from %s: %v", old.id, err)
-	}
-	waitFor(t, 10*time.Second, "a new leader of shard 0", func() (bool, string) {
-		ls, why := leaders(ms)
-		if ls == nil {
-			return false, why
-		}
-		return ls[0] != old, "still " + old.id
-	})
+	transferShard0(t, ms)
 	redirected := routed.RouteStats().Redirected
 	allDirect(t, ms, routed, users, "transfer")
 	if routed.RouteStats().Redirected == redirected {
