@@ -385,3 +385,50 @@ func BenchmarkReplicaSet(b *testing.B) {
 		ReplicaSet(uint32(i), nodes, 3)
 	}
 }
+
+func TestLeadersBalance(t *testing.T) {
+	for _, tc := range []struct {
+		nodes  int
+		shards int
+	}{{3, 3}, {3, 8}, {3, 32}, {5, 3}, {5, 8}, {5, 32}, {9, 256}} {
+		var nodes []string
+		for i := range tc.nodes {
+			nodes = append(nodes, fmt.Sprintf("ration-%d", i))
+		}
+		sets := make([][]string, tc.shards)
+		for s := range sets {
+			sets[s] = ReplicaSet(uint32(s), nodes, 3)
+		}
+		leaders := Leaders(sets)
+		led := map[string]int{}
+		for s, l := range leaders {
+			if !slices.Contains(sets[s], l) {
+				t.Fatalf("%d nodes, %d shards: shard %d led by %q, not in its set %v", tc.nodes, tc.shards, s, l, sets[s])
+			}
+			led[l]++
+		}
+		// With every node in some set and at least as many shards as
+		// nodes, each node leads floor or ceil of its share.
+		lo, hi := tc.shards/tc.nodes, (tc.shards+tc.nodes-1)/tc.nodes
+		for _, n := range nodes {
+			if tc.shards >= tc.nodes && (led[n] < lo || led[n] > hi) {
+				t.Errorf("%d nodes, %d shards: %s leads %d, want %d-%d (%v)", tc.nodes, tc.shards, n, led[n], lo, hi, led)
+			}
+		}
+		if again := Leaders(sets); !slices.Equal(again, leaders) {
+			t.Fatalf("not deterministic: %v then %v", leaders, again)
+		}
+	}
+}
+
+func TestLeadersEdges(t *testing.T) {
+	if got := Leaders(nil); len(got) != 0 {
+		t.Fatalf("Leaders(nil) = %v", got)
+	}
+	got := Leaders([][]string{{"b", "a"}, nil, {"b", "a"}, {"a"}})
+	// Shard 0 takes its first; shard 2 goes to a (b leads one already);
+	// shard 3 can only be a.
+	if want := []string{"b", "", "a", "a"}; !slices.Equal(got, want) {
+		t.Fatalf("Leaders = %v, want %v", got, want)
+	}
+}
