@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,9 +51,7 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	if level == hclog.Warn && isFirstElection(msg, args) {
-		level = hclog.Debug
-	}
+	level = routineLevel(level, msg, args)
 	if !a.enabled(level) {
 		return
 	}
@@ -113,6 +112,37 @@ func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Lo
 
 func (a *hclogAdapter) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
 	return a.StandardLogger(opts).Writer()
+}
+
+// routineLevel lowers the level of raft messages that report how raft
+// normally works, not a problem: a clean start of a cluster must log
+// nothing above INFO, and the rebalancer hands leaderships to their
+// preferred nodes on every start (each transfer makes the old leader's
+// replication stop on a newer term, and closes its connections).
+func routineLevel(level hclog.Level, msg string, args []any) hclog.Level {
+	switch {
+	case level == hclog.Warn && isFirstElection(msg, args):
+		return hclog.Debug
+	case level == hclog.Error && msg == "peer has newer term, stopping replication":
+		// The step-down itself is logged at INFO ("lost leadership").
+		return hclog.Info
+	case level == hclog.Error && msg == "failed to decode incoming command" && peerClosed(args):
+		return hclog.Debug
+	}
+	return level
+}
+
+// peerClosed tells an "error" argument that says the peer closed the
+// connection: raft's old leader closes its replication streams when it
+// steps down.
+func peerClosed(args []any) bool {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "error" {
+			e := fmt.Sprint(args[i+1])
+			return strings.Contains(e, "connection reset by peer") || strings.HasSuffix(e, "EOF")
+		}
+	}
+	return false
 }
 
 // isFirstElection tells raft's "heartbeat timeout reached, starting

@@ -192,6 +192,25 @@ func (h *Host) TransferLeadershipOf(ctx context.Context, shard uint32) error {
 	return nil
 }
 
+// TransferLeadershipTo hands shard's leadership, led here, to the voter
+// id at addr (its raft address): raft brings it up to date, then has it
+// campaign at once. New proposals are refused (ErrNoLeader) while the
+// transfer runs, which is why the rebalancer only asks for one when the
+// target has caught up.
+func (h *Host) TransferLeadershipTo(ctx context.Context, shard uint32, id, addr string) error {
+	g, err := h.group(shard)
+	if err != nil {
+		return err
+	}
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	if err := await(ctx, g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
+		return fmt.Errorf("shards: shard %d: leadership transfer to %s: %w", shard, id, err)
+	}
+	return nil
+}
+
 func (h *Host) changeConfig(ctx context.Context, shard uint32, what string, do func(*raft.Raft) raft.IndexFuture) error {
 	g, err := h.group(shard)
 	if err != nil {

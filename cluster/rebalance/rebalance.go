@@ -11,6 +11,9 @@
 //     nonvoter once it has caught up, and only when every target member is
 //     a voter remove the others, this leader last (it transfers the
 //     leadership first, and the next leader removes it);
+//   - once a shard led here has its target configuration, hands the
+//     leadership to the shard's preferred leader (placement.Leaders) if
+//     that is another node, alive and caught up, after LeaderSettle;
 //   - closes and deletes a group whose configuration, as learned from the
 //     leader, no longer includes this node, once it had included it.
 //
@@ -51,6 +54,7 @@ type Host interface {
 	PromoteVoter(ctx context.Context, shard uint32, id, addr string) error
 	RemoveServer(ctx context.Context, shard uint32, id string) error
 	TransferLeadershipOf(ctx context.Context, shard uint32) error
+	TransferLeadershipTo(ctx context.Context, shard uint32, id, addr string) error
 }
 
 // Members is the membership view (membership.Membership).
@@ -91,6 +95,10 @@ type Config struct {
 	// MaxMoving bounds the shards led here whose configuration is being
 	// changed at once (4).
 	MaxMoving int
+	// LeaderSettle is how long this node leads a shard before it hands
+	// the shard to its preferred leader (placement.Leaders), if that is
+	// another node (10s); negative turns leader balancing off.
+	LeaderSettle time.Duration
 	// MaxLag is how far, in log entries, a nonvoter's applied index may be
 	// behind the leader's commit index to be promoted (64).
 	MaxLag uint64
@@ -114,6 +122,7 @@ type Reconciler struct {
 	seenSelf    map[uint32]bool      // shards whose configuration included this node
 	askedLeader map[uint32]time.Time // last time a dropped replica asked the leader
 	missingFrom map[string]time.Time // raft servers absent from the view, since
+	leaderSince map[uint32]time.Time // shards led (and ready) here, since
 
 	mu        sync.Mutex
 	movingSet map[uint32]bool
@@ -139,6 +148,9 @@ func New(cfg Config) *Reconciler {
 	if cfg.MaxMoving <= 0 {
 		cfg.MaxMoving = 4
 	}
+	if cfg.LeaderSettle == 0 {
+		cfg.LeaderSettle = 10 * time.Second
+	}
 	if cfg.MaxLag == 0 {
 		cfg.MaxLag = 64
 	}
@@ -157,6 +169,7 @@ func New(cfg Config) *Reconciler {
 		seenSelf:    map[uint32]bool{},
 		askedLeader: map[uint32]time.Time{},
 		missingFrom: map[string]time.Time{},
+		leaderSince: map[uint32]time.Time{},
 		movingSet:   map[uint32]bool{},
 		tokens:      float64(cfg.Burst),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -329,59 +342,138 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 	}
 	r.mu.Unlock()
 
-	for s := 0; s < h.Shards(); s++ {
+	targets := make([][]string, h.Shards())
+	for s := range targets {
+		targets[s] = r.target(uint32(s), v.eligible)
+	}
+	leaders := placement.Leaders(targets)
+	for s := range targets {
 		if ctx.Err() != nil {
 			return
 		}
 		shard := uint32(s)
-		target := r.target(shard, v.eligible)
 		if !hosted[shard] {
-			if slices.Contains(target, self) {
-				if err := h.AddGroup(ctx, shard); err != nil {
-					r.log.Warn("open group", "shard", shard, "err", err)
-				} else {
-					r.changes.WithLabelValues("open_group").Inc()
-					r.log.Info("opened group for a replica placed here", "shard", shard, "target", target)
-				}
-			}
+			r.open(ctx, shard, targets[s])
 			continue
 		}
-		c := confs[shard]
-		dropped := !slices.Contains(target, self)
-		var removed bool
-		if member(c, self) {
-			r.seenSelf[shard] = true
-			// The leader may have removed this node without it hearing.
-			removed = dropped && !h.IsLeader(shard) && r.removedByLeader(ctx, shard, v, now)
-		} else {
-			// Removed from the group by its leader.
-			removed = dropped && len(c.Servers) > 0 && r.seenSelf[shard]
-		}
-		if removed {
-			if err := h.RemoveGroup(ctx, shard); err != nil {
-				r.log.Warn("remove group", "shard", shard, "err", err)
-			} else {
-				delete(r.seenSelf, shard)
-				r.changes.WithLabelValues("close_group").Inc()
-				r.log.Info("closed group of a replica moved away", "shard", shard)
-			}
-			continue
-		}
-		if !h.IsLeader(shard) || !h.IsReady(shard) {
-			delete(moving, shard)
-			continue
-		}
-		done := r.step(ctx, shard, c, target, v, moving)
-		if done {
-			delete(moving, shard)
-		} else {
-			moving[shard] = true
-		}
+		r.reconcileShard(ctx, pass{shard: shard, conf: confs[shard], target: targets[s], leader: leaders[s], view: v, now: now}, moving)
 	}
 	r.mu.Lock()
 	r.movingSet = moving
 	r.mu.Unlock()
 	r.moving.Set(float64(len(moving)))
+}
+
+// pass is what one reconcile pass knows of one hosted shard.
+type pass struct {
+	shard  uint32
+	conf   raft.Configuration
+	target []string
+	leader string // placement.Leaders' preferred leader
+	view   view
+	now    time.Time
+}
+
+// open opens a group for shard if its target includes this node.
+func (r *Reconciler) open(ctx context.Context, shard uint32, target []string) {
+	if !slices.Contains(target, r.cfg.Host.NodeID()) {
+		return
+	}
+	if err := r.cfg.Host.AddGroup(ctx, shard); err != nil {
+		r.log.Warn("open group", "shard", shard, "err", err)
+		return
+	}
+	r.changes.WithLabelValues("open_group").Inc()
+	r.log.Info("opened group for a replica placed here", "shard", shard, "target", target)
+}
+
+// reconcileShard closes shard's group if placement dropped it here and
+// the leader removed it; on a shard led here, it moves the configuration
+// one step towards the target, and once there, the leadership to the
+// preferred leader.
+func (r *Reconciler) reconcileShard(ctx context.Context, p pass, moving map[uint32]bool) {
+	h, self, shard := r.cfg.Host, r.cfg.Host.NodeID(), p.shard
+	dropped := !slices.Contains(p.target, self)
+	var removed bool
+	if member(p.conf, self) {
+		r.seenSelf[shard] = true
+		// The leader may have removed this node without it hearing.
+		removed = dropped && !h.IsLeader(shard) && r.removedByLeader(ctx, shard, p.view, p.now)
+	} else {
+		// Removed from the group by its leader.
+		removed = dropped && len(p.conf.Servers) > 0 && r.seenSelf[shard]
+	}
+	if removed {
+		if err := h.RemoveGroup(ctx, shard); err != nil {
+			r.log.Warn("remove group", "shard", shard, "err", err)
+		} else {
+			delete(r.seenSelf, shard)
+			r.changes.WithLabelValues("close_group").Inc()
+			r.log.Info("closed group of a replica moved away", "shard", shard)
+		}
+		return
+	}
+	if !h.IsLeader(shard) || !h.IsReady(shard) {
+		delete(moving, shard)
+		delete(r.leaderSince, shard)
+		return
+	}
+	if _, ok := r.leaderSince[shard]; !ok {
+		r.leaderSince[shard] = p.now
+	}
+	if !r.step(ctx, shard, p.conf, p.target, p.view, moving) {
+		moving[shard] = true
+		return
+	}
+	delete(moving, shard)
+	r.preferLeader(ctx, p)
+}
+
+// preferLeader hands shard's leadership to its preferred leader when it is
+// not this node, once this node has led the shard for LeaderSettle (a
+// leader just elected, or just handed the shard by an operator or a test,
+// keeps it that long), and the preferred node is alive, a voter and caught
+// up, so that the transfer is quick (raft refuses proposals during one).
+// The preferred leader never hands the shard on, so this cannot ping-pong
+// while the members stay the same.
+func (r *Reconciler) preferLeader(ctx context.Context, p pass) {
+	h, shard := r.cfg.Host, p.shard
+	if r.cfg.LeaderSettle < 0 || p.leader == "" || p.leader == h.NodeID() {
+		return
+	}
+	if p.now.Sub(r.leaderSince[shard]) < r.cfg.LeaderSettle {
+		return
+	}
+	m, ok := p.view.byID[p.leader]
+	if !ok || m.State != membership.Alive || r.cfg.AppliedIndex == nil {
+		return
+	}
+	var addr string
+	for _, s := range p.conf.Servers {
+		if string(s.ID) == p.leader && s.Suffrage == raft.Voter {
+			addr = string(s.Address)
+		}
+	}
+	commit, _, err := h.Indexes(shard)
+	if addr == "" || err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	applied, err := r.cfg.AppliedIndex(cctx, m, shard)
+	cancel()
+	if err != nil || applied+r.cfg.MaxLag < commit || !r.take() {
+		return
+	}
+	// Whatever the outcome, wait another LeaderSettle before retrying.
+	r.leaderSince[shard] = p.now
+	if err := h.TransferLeadershipTo(ctx, shard, p.leader, addr); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			r.log.Warn("leadership transfer to the preferred leader failed", "shard", shard, "to", p.leader, "err", err)
+		}
+		return
+	}
+	r.changes.WithLabelValues("prefer_leader").Inc()
+	r.log.Info("rebalance change", "shard", shard, "kind", "prefer_leader", "server", p.leader)
 }
 
 // askLeaderEvery bounds how often a replica that placement drops asks

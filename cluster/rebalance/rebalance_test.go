@@ -105,6 +105,13 @@ func (f *fakeHost) TransferLeadershipOf(_ context.Context, s uint32) error {
 	f.log = append(f.log, fmt.Sprintf("%d transfer", s))
 	return nil
 }
+func (f *fakeHost) TransferLeadershipTo(_ context.Context, s uint32, id, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leads[s] = false
+	f.log = append(f.log, fmt.Sprintf("%d transfer to %s", s, id))
+	return nil
+}
 func (f *fakeHost) takeLog() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -406,5 +413,67 @@ func droppedFromD() (four, nine []string, shard uint32) {
 		if slices.Contains(placement.ReplicaSet(shard, four, 3), "d") && !slices.Contains(placement.ReplicaSet(shard, nine, 3), "d") {
 			return four, nine, shard
 		}
+	}
+}
+
+// A leader whose shard is placed as it should be hands the leadership to
+// the shard's preferred leader (placement.Leaders), but only after leading
+// it for LeaderSettle, and only to a voter that is alive and caught up.
+func TestPreferredLeader(t *testing.T) {
+	nodes := []string{"a", "b", "c"}
+	sets := make([][]string, 3)
+	for s := range sets {
+		sets[s] = placement.ReplicaSet(uint32(s), nodes, 3)
+	}
+	leaders := placement.Leaders(sets)
+	var want []string
+	for s, l := range leaders {
+		if l != "a" {
+			want = append(want, fmt.Sprintf("%d transfer to %s", s, l))
+		}
+	}
+	if len(want) != 2 {
+		t.Fatalf("Leaders %v: want a, b and c to lead one shard each", leaders)
+	}
+	run := func(members []membership.Member, applied uint64, settle time.Duration) []string {
+		h := newFakeHost("a", 3)
+		for s := range uint32(3) {
+			h.confs[s] = voters(sets[s]...)
+			for i := range h.confs[s].Servers {
+				h.confs[s].Servers[i].Address = raft.ServerAddress(h.confs[s].Servers[i].ID + ":1")
+			}
+			h.leads[s] = true
+		}
+		now := time.Unix(1000, 0)
+		r := New(Config{Host: h, Members: &fakeMembers{members}, LeaderSettle: settle,
+			AppliedIndex: func(context.Context, membership.Member, uint32) (uint64, error) { return applied, nil },
+			Now:          func() time.Time { return now }})
+		for range 9 {
+			r.Reconcile(context.Background())
+			now = now.Add(time.Second)
+		}
+		if got := h.takeLog(); len(got) > 0 {
+			t.Fatalf("transferred before LeaderSettle: %v", got)
+		}
+		for range 5 {
+			now = now.Add(time.Second)
+			r.Reconcile(context.Background())
+		}
+		return h.takeLog()
+	}
+	if got := run(alive(nodes...), 1000, 10*time.Second); !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// Lagging more than MaxLag (64) behind the commit index (1000).
+	if got := run(alive(nodes...), 900, 10*time.Second); len(got) > 0 {
+		t.Fatalf("transferred to a lagging voter: %v", got)
+	}
+	ms := alive(nodes...)
+	ms[1].State, ms[2].State = membership.Suspect, membership.Suspect
+	if got := run(ms, 1000, 10*time.Second); len(got) > 0 {
+		t.Fatalf("transferred to a suspect member: %v", got)
+	}
+	if got := run(alive(nodes...), 1000, -1); len(got) > 0 {
+		t.Fatalf("transferred with leader balancing off: %v", got)
 	}
 }
