@@ -69,7 +69,8 @@ func host(i int) string { return "127.0.0." + strconv.Itoa(i+1) }
 // nodeArgs is node i's command line.
 func nodeArgs(cfg Config, i int, dataDir string) []string {
 	args := []string{
-		"--node-id", "n" + strconv.Itoa(i+1), "--data-dir", dataDir, "--bind-host", host(i),
+		"--node-id", "n" + strconv.Itoa(i+1), // Start passes these ids to waitLeadersSettled
+		"--data-dir", dataDir, "--bind-host", host(i),
 		"--http-port", strconv.Itoa(HTTPPort), "--grpc-port", strconv.Itoa(GRPCPort),
 		"--gossip-port", strconv.Itoa(GossipPort), "--raft-port", strconv.Itoa(RaftPort),
 		"--bootstrap-expect", strconv.Itoa(cfg.Nodes), "--log-level", "warn",
@@ -125,6 +126,14 @@ func Start(ctx context.Context, g *procs.Group, cfg Config) (*Cluster, error) {
 	if err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("ration: %w", err)
+	}
+	ids := make([]string, cfg.Nodes)
+	for i := range ids {
+		ids[i] = "n" + strconv.Itoa(i+1)
+	}
+	if err := waitLeadersSettled(ctx, eps, ids); err != nil {
+		c.Stop()
+		return nil, err
 	}
 	if c.client, err = client.New(ctx, client.Options{Endpoints: eps}); err != nil {
 		c.Stop()
