@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/raftfsm"
@@ -35,8 +36,9 @@ var ErrSkipped = errors.New("actors: not attempted: an earlier operation of the 
 // result per op. Ops of one user apply in the order given. Each shard's
 // ops are proposed together: every user's actor validates its ops against
 // its cache as a run (the first with the cache's version, the rest chained
-// on it, raftfsm/DESIGN.md "Chains"), and the first runs of all the users
-// of a shard go into one raft entry. Shards run in parallel. This node
+// on it, raftfsm/DESIGN.md "Chains"), and the first runs of the users of a
+// shard go into one raft entry, with those of the other batches that reach
+// the shard meanwhile (batchShard). Shards run in parallel. This node
 // must lead the shards (the router sends each shard's part to its leader);
 // elsewhere the ops fail as not leader.
 func (d *Directory) Batch(ctx context.Context, ops []BatchOp) []BatchResult {
@@ -98,106 +100,165 @@ func checkBatchOp(op BatchOp) error {
 
 // batchShard runs the ops idx of ops, all of users of shard: each user's
 // ops go to the user's actor as one request, and their first runs are
-// proposed together through a gather.
+// proposed together with those of the shard's other batches through the
+// shard's open gather (enter). A user already in the open gather waits for
+// the next one: so one batch's part may be proposed in several entries,
+// each user's ops still in one request, in order.
 func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp, idx []int, out []BatchResult) {
-	release, err := d.collect(ctx, shard)
-	if err != nil {
-		for _, i := range idx {
-			out[i].Err = err
-		}
-		return
-	}
-	users := map[string]bool{}
+	mine := map[string][]int{}
+	var users []string
 	for _, i := range idx {
-		users[ops[i].User] = true
+		u := ops[i].User
+		if _, ok := mine[u]; !ok {
+			users = append(users, u)
+		}
+		mine[u] = append(mine[u], i)
 	}
-	g := newGather(d.rep, len(users), release)
-	g.chain = d.opts.Chain == nil || d.opts.Chain(shard)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		EachPart(idx, func(i int) string { return ops[i].User }, func(user string, mine []int) {
-			req := &request{kind: opBatch, member: &member{g: g}, batch: make([]BatchOp, len(mine))}
-			for k, i := range mine {
-				req.batch[k] = ops[i]
-			}
-			rep, err := d.call(ctx, user, req)
-			// An actor that never took the request (stopped, timed out)
-			// must not hold up the others.
-			req.member.leave()
-			for k, i := range mine {
-				if err != nil {
+	chain := d.opts.Chain == nil || d.opts.Chain(shard)
+	firstRun := func(u string) int {
+		if !chain {
+			return 1
+		}
+		return min(len(mine[u]), raftfsm.MaxBatchOps)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for len(users) > 0 {
+		g, in, rest := d.enter(shard, users, firstRun)
+		for _, u := range in {
+			m := &member{g: g, chain: chain}
+			wg.Go(func() { d.batchUser(ctx, u, m, ops, mine[u], out) })
+		}
+		if users = rest; len(users) == 0 {
+			return
+		}
+		select {
+		case <-g.full:
+		case <-ctx.Done():
+			err := fmt.Errorf("actors: shard %d: batch not started: %w", shard, ctx.Err())
+			for _, u := range users {
+				for _, i := range mine[u] {
 					out[i].Err = err
-				} else {
-					out[i] = rep.batch[k]
 				}
 			}
-		})
-	}()
-	g.collect(ctx)
-	<-done
-}
-
-// collect takes shard's collection turn: only one gather per shard waits
-// for its members at a time. That is what keeps gathers from deadlocking:
-// a member actor that is waiting inside a gather for its run's result
-// holds its turn, so two gathers waiting for each other's members would
-// wait for ever. With one collecting gather per shard, every other gather
-// a member can be waiting in has already proposed and will be answered by
-// raft. release ends the turn (the gather calls it once it proposes).
-func (d *Directory) collect(ctx context.Context, shard uint32) (release func(), err error) {
-	d.mu.Lock()
-	turn, ok := d.collecting[shard]
-	if !ok {
-		turn = make(chan struct{}, 1)
-		d.collecting[shard] = turn
-	}
-	d.mu.Unlock()
-	select {
-	case turn <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-turn }) }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("actors: shard %d: batch not started: %w", shard, ctx.Err())
+			return
+		}
 	}
 }
 
-// A gather collects the first run of ops of each user of one shard's part
-// of a batch and proposes them all in one raft entry, once every user's
-// actor has handed its run in or left, or the batch's context has ended.
-// Runs handed in after that are proposed on their own.
+// batchUser sends the user's ops idx of ops to its actor as one request,
+// as member m of a gather, and puts the results in out.
+func (d *Directory) batchUser(ctx context.Context, user string, m *member, ops []BatchOp, idx []int, out []BatchResult) {
+	req := &request{kind: opBatch, member: m, batch: make([]BatchOp, len(idx))}
+	for k, i := range idx {
+		req.batch[k] = ops[i]
+	}
+	rep, err := d.call(ctx, user, req)
+	// An actor that never took the request (stopped, timed out) must not
+	// hold up the others.
+	m.leave()
+	for k, i := range idx {
+		if err != nil {
+			out[i].Err = err
+		} else {
+			out[i] = rep.batch[k]
+		}
+	}
+}
+
+// enter puts users into shard's open gather, opening one if there is none
+// (or it has sealed), and returns it with the users it took and the users
+// left for the next one: those already its members, and those it has no
+// room for. firstRun is the most ops a user's first run can have.
+//
+// Why a member of an open gather always arrives (no deadlock): a user is
+// at most once in a gather, so its actor holds no turn in it; the user's
+// requests ahead of this one in its mailbox are single writes or members
+// of gathers that sealed before this one opened (a later gather opens only
+// once this one has sealed, and this one takes the user once), and a
+// sealed gather waits for nothing but its proposals, which raft answers
+// (or the caller's deadline ends). A batch part waiting for
+// the next gather holds nothing anybody waits for. So at most one gather
+// per shard is open, and everything it waits for makes progress without
+// it.
+func (d *Directory) enter(shard uint32, users []string, firstRun func(string) int) (g *gather, in, rest []string) {
+	d.gathersMu.Lock()
+	defer d.gathersMu.Unlock()
+	if g = d.gathers[shard]; g != nil {
+		if in, rest, ok := g.add(users, firstRun); ok {
+			return g, in, rest
+		}
+	}
+	g = newGather(d.rep)
+	d.gathers[shard] = g
+	go g.collect()
+	in, rest, _ = g.add(users, firstRun)
+	return g, in, rest
+}
+
+// A gather collects the first run of ops of users of one shard, from any
+// number of batches, and proposes them all in one raft entry once every
+// member (user) has handed its run in or left. It seals then: users that
+// enter after go into the next gather. Runs handed in after that (a member
+// that left) are proposed on their own.
 type gather struct {
-	rep     Replica
-	release func()
-	full    chan struct{} // closed when no member is missing
-	chain   bool          // members may chain their ops (Options.Chain)
+	rep  Replica
+	full chan struct{} // closed when it seals: no member is missing
 
 	mu      sync.Mutex
+	members map[string]bool
+	ops     int // the most ops its members' first runs can have
 	missing int
 	runs    []*run
-	done    bool
+	done    bool // sealed
 }
 
 type run struct {
+	ctx  context.Context // its caller's
 	ops  []raftfsm.Op
 	res  []raftfsm.OpResult
 	err  error
 	done chan struct{}
 }
 
-func newGather(rep Replica, members int, release func()) *gather {
-	g := &gather{rep: rep, release: release, full: make(chan struct{}), missing: members}
-	if members == 0 {
-		close(g.full)
+func newGather(rep Replica) *gather {
+	return &gather{rep: rep, full: make(chan struct{}), members: map[string]bool{}}
+}
+
+// add makes members of the users that are not members yet, while the
+// gather has room for their first runs (firstRun), and returns them and
+// the others; ok is false, and nobody added, once it has sealed.
+//
+// The room is raftfsm.MaxBatchOps: a full gather takes nobody else, so
+// that arrivals cannot keep it open for ever (it seals once its members
+// are in), and its runs fit in one entry. An empty gather takes any user
+// (a first run is at most MaxBatchOps), so every batch part gets in.
+func (g *gather) add(users []string, firstRun func(string) int) (in, rest []string, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return nil, nil, false
 	}
-	return g
+	for _, u := range users {
+		n := firstRun(u)
+		if g.members[u] || (g.ops > 0 && g.ops+n > raftfsm.MaxBatchOps) {
+			rest = append(rest, u)
+			continue
+		}
+		g.members[u] = true
+		g.ops += n
+		g.missing++
+		in = append(in, u)
+	}
+	return in, rest, true
 }
 
 // member is one user's place in a gather: it joins with a run or leaves,
 // once.
 type member struct {
-	g    *gather
-	used atomic.Bool
+	g     *gather
+	chain bool // its ops may be chained (Options.Chain)
+	used  atomic.Bool
 }
 
 // propose proposes ops: through the gather the first time, alone after.
@@ -216,7 +277,7 @@ func (m *member) leave() {
 }
 
 func (g *gather) join(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error) {
-	r := &run{ops: ops, done: make(chan struct{})}
+	r := &run{ctx: ctx, ops: ops, done: make(chan struct{})}
 	g.mu.Lock()
 	if g.done {
 		g.mu.Unlock()
@@ -238,25 +299,24 @@ func (g *gather) leave() {
 	}
 }
 
+// arrivedLocked counts a member in; the last one seals the gather. A
+// member always comes in or leaves: its call ends by its deadline.
 func (g *gather) arrivedLocked() {
 	if g.missing--; g.missing == 0 {
+		g.done, g.members = true, nil
 		close(g.full)
 	}
 }
 
-// collect waits until no member is missing or ctx ends, then proposes the
-// runs handed in, as few entries as raftfsm.MaxBatchOps allows (one for
-// any Batch call), and answers each.
-func (g *gather) collect(ctx context.Context) {
-	select {
-	case <-g.full:
-	case <-ctx.Done():
-	}
+// collect waits until the gather seals, then proposes the runs handed in,
+// as few entries as raftfsm.MaxBatchOps allows (one, as add keeps room),
+// and answers each.
+func (g *gather) collect() {
+	<-g.full
 	g.mu.Lock()
-	g.done = true
 	runs := g.runs
+	g.runs = nil
 	g.mu.Unlock()
-	g.release()
 	var wg sync.WaitGroup
 	for len(runs) > 0 {
 		n, size := 0, 0
@@ -266,18 +326,36 @@ func (g *gather) collect(ctx context.Context) {
 		}
 		chunk := runs[:n]
 		runs = runs[n:]
-		wg.Go(func() { g.propose(ctx, chunk, size) })
+		wg.Go(func() { g.propose(chunk, size) })
 	}
 	wg.Wait()
 }
 
-func (g *gather) propose(ctx context.Context, runs []*run, size int) {
-	ops := make([]raftfsm.Op, 0, size)
+// propose proposes runs in one entry, but never a run past its own
+// caller's deadline (docs/NOTES.md, "No write starts past its sender's
+// deadline"): a run whose caller's context has ended is answered with
+// that, not proposed; the others are proposed under proposalContext.
+func (g *gather) propose(runs []*run, size int) {
+	live := make([]*run, 0, len(runs))
 	for _, r := range runs {
+		if err := ended(r.ctx); err != nil {
+			r.err = fmt.Errorf("actors: not proposed: %w", err)
+			close(r.done)
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := proposalContext(live)
+	defer cancel()
+	ops := make([]raftfsm.Op, 0, size)
+	for _, r := range live {
 		ops = append(ops, r.ops...)
 	}
 	res, err := g.rep.ProposeBatch(ctx, ops)
-	for _, r := range runs {
+	for _, r := range live {
 		if err != nil {
 			r.err = err
 		} else {
@@ -285,6 +363,65 @@ func (g *gather) propose(ctx context.Context, runs []*run, size int) {
 		}
 		close(r.done)
 	}
+}
+
+// proposalContext is the context of one entry holding runs of several
+// callers. It ends at the earliest of their deadlines: the proposer
+// (shards.claim) then drops the entry rather than start any run past its
+// caller's deadline. A caller's cancellation (its client went away) does
+// not end it: the others' runs are in the same entry, and would fail with
+// it; the gone caller has its answer already (its call returned), and its
+// run, once proposed, is like any write whose caller stopped waiting (its
+// outcome is unknown to it). Only when every caller has gone does it end,
+// as nobody waits for the entry then. Its values are the first run's.
+//
+// The cost: a run with a long deadline shares the shortest deadline of its
+// entry; if the entry outlives that, the run fails as unknown, and its
+// actor decides it again on the committed log (batch), within its own
+// deadline.
+func proposalContext(runs []*run) (context.Context, context.CancelFunc) {
+	var first time.Time
+	for _, r := range runs {
+		if d, ok := r.ctx.Deadline(); ok && (first.IsZero() || d.Before(first)) {
+			first = d
+		}
+	}
+	base := context.WithoutCancel(runs[0].ctx)
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if first.IsZero() {
+		ctx, cancel = context.WithCancel(base)
+	} else {
+		ctx, cancel = context.WithDeadline(base, first)
+	}
+	var left atomic.Int64
+	left.Store(int64(len(runs)))
+	stops := make([]func() bool, len(runs))
+	for i, r := range runs {
+		stops[i] = context.AfterFunc(r.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// ended is why ctx may not start a write any more: it is done, or its
+// deadline has passed and its timer not fired yet.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // batch runs one user's ops of a batch, in order, in the actor's turn.
@@ -305,7 +442,7 @@ func (a *userActor) batch(req *request) *reply {
 			i++
 			break
 		}
-		if run := a.prepare(ops[i:], res[i:], req.member.g.chain); len(run) > 0 {
+		if run := a.prepare(ops[i:], res[i:], req.member.chain); len(run) > 0 {
 			out, err := req.member.propose(ctx, run)
 			k := 0
 			for err == nil && k < len(run) && out[k].Applied {

@@ -108,9 +108,10 @@ type Directory struct {
 	pids   map[string]*actor.PID
 	shard  map[string]uint32
 	closed bool
-	// collecting is, per shard, the turn of the one batch gather that may
-	// wait for its members (see collect).
-	collecting map[uint32]chan struct{}
+	// gathers is, per shard, the batch gather open for members, or the
+	// last one, sealed (see enter).
+	gathersMu sync.Mutex
+	gathers   map[uint32]*gather
 }
 
 // New starts a directory over rep.
@@ -133,7 +134,7 @@ func New(rep Replica, opts Options) *Directory {
 		met:        newMetrics(opts.Registerer),
 		pids:       map[string]*actor.PID{},
 		shard:      map[string]uint32{},
-		collecting: map[uint32]chan struct{}{},
+		gathers:    map[uint32]*gather{},
 		dispatcher: newPooledDispatcher(300),
 	}
 	d.deadLetters = d.watchDeadLetters()
