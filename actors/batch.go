@@ -101,9 +101,9 @@ func checkBatchOp(op BatchOp) error {
 // batchShard runs the ops idx of ops, all of users of shard: each user's
 // ops go to the user's actor as one request, and their first runs are
 // proposed together with those of the shard's other batches through the
-// shard's open gather (enter). A user already in the open gather waits for
-// the next one: so one batch's part may be proposed in several entries,
-// each user's ops still in one request, in order.
+// shard's gathers (enter). A user already in the open gather takes a place
+// in the one queued behind it, so one batch's part may be proposed in
+// several entries, each user's ops still in one request, in order.
 func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp, idx []int, out []BatchResult) {
 	mine := map[string][]int{}
 	var users []string
@@ -122,28 +122,30 @@ func (d *Directory) batchShard(ctx context.Context, shard uint32, ops []BatchOp,
 		return min(len(mine[u]), raftfsm.MaxBatchOps)
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	for len(users) > 0 {
-		g, in, rest := d.enter(shard, users, firstRun)
-		for _, u := range in {
-			m := &member{g: g, chain: chain}
-			wg.Go(func() { d.batchUser(ctx, u, m, ops, mine[u], out) })
+	for _, pl := range d.enter(shard, users, firstRun) {
+		members := make([]*member, len(pl.users))
+		for k := range members {
+			members[k] = &member{g: pl.g, chain: chain}
 		}
-		if users = rest; len(users) == 0 {
-			return
-		}
-		select {
-		case <-g.full:
-		case <-ctx.Done():
-			err := fmt.Errorf("actors: shard %d: batch not started: %w", shard, ctx.Err())
-			for _, u := range users {
-				for _, i := range mine[u] {
-					out[i].Err = err
+		wg.Go(func() {
+			// Members of a queued gather send their requests once the
+			// gather before it has sealed (enter says why).
+			if err := pl.g.opened(ctx); err != nil {
+				err = fmt.Errorf("actors: shard %d: batch not started: %w", shard, err)
+				for k, u := range pl.users {
+					members[k].leave()
+					for _, i := range mine[u] {
+						out[i].Err = err
+					}
 				}
+				return
 			}
-			return
-		}
+			for k, u := range pl.users {
+				wg.Go(func() { d.batchUser(ctx, u, members[k], ops, mine[u], out) })
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // batchUser sends the user's ops idx of ops to its actor as one request,
@@ -166,34 +168,63 @@ func (d *Directory) batchUser(ctx context.Context, user string, m *member, ops [
 	}
 }
 
-// enter puts users into shard's open gather, opening one if there is none
-// (or it has sealed), and returns it with the users it took and the users
-// left for the next one: those already its members, and those it has no
-// room for. firstRun is the most ops a user's first run can have.
+// placed is some users of a batch part given places in gather g.
+type placed struct {
+	g     *gather
+	users []string
+}
+
+// enter gives users places in shard's gathers: the open one (the oldest
+// not sealed), else the one queued behind it, and so on, opening gathers
+// as needed, and returns the places in queue order. A user is at most
+// once in a gather, and a gather takes users while it has room for their
+// first runs (firstRun, gather.add).
 //
-// Why a member of an open gather always arrives (no deadlock): a user is
-// at most once in a gather, so its actor holds no turn in it; the user's
-// requests ahead of this one in its mailbox are single writes or members
-// of gathers that sealed before this one opened (a later gather opens only
-// once this one has sealed, and this one takes the user once), and a
-// sealed gather waits for nothing but its proposals, which raft answers
-// (or the caller's deadline ends). A batch part waiting for
-// the next gather holds nothing anybody waits for. So at most one gather
-// per shard is open, and everything it waits for makes progress without
-// it.
-func (d *Directory) enter(shard uint32, users []string, firstRun func(string) int) (g *gather, in, rest []string) {
+// Members of the open gather send their requests at once; members of a
+// queued gather only once the gather before it has opened and sealed. That
+// is what keeps gathers from deadlocking: a user is at most once in a
+// gather, so its actor holds no turn in it, and the requests ahead of its
+// request in its mailbox are single writes or members of gathers that
+// sealed before, which wait for nothing but raft (or their callers'
+// deadlines). So every member of the open gather arrives, it seals, and
+// the next opens. Queuing a place, rather than waiting for the seal and
+// entering again, is what keeps a batch part from losing the race to new
+// arrivals gather after gather: it waits for one seal at most, or one per
+// gather that is full.
+func (d *Directory) enter(shard uint32, users []string, firstRun func(string) int) []placed {
 	d.gathersMu.Lock()
 	defer d.gathersMu.Unlock()
-	if g = d.gathers[shard]; g != nil {
-		if in, rest, ok := g.add(users, firstRun); ok {
-			return g, in, rest
-		}
+	g := d.gathers[shard]
+	for g != nil && g.sealed() {
+		g = g.next
 	}
-	g = newGather(d.rep)
+	if g == nil {
+		g = d.newGather(nil)
+	}
 	d.gathers[shard] = g
+	var out []placed
+	for len(users) > 0 {
+		in, rest, ok := g.add(users, firstRun)
+		if ok && len(in) > 0 {
+			out = append(out, placed{g, in})
+			users = rest
+		}
+		if len(users) == 0 {
+			break
+		}
+		if g.next == nil {
+			g.next = d.newGather(g)
+		}
+		g = g.next
+	}
+	return out
+}
+
+// newGather starts a gather queued behind prev (nil: open at once).
+func (d *Directory) newGather(prev *gather) *gather {
+	g := newGather(d.rep, prev)
 	go g.collect()
-	in, rest, _ = g.add(users, firstRun)
-	return g, in, rest
+	return g
 }
 
 // A gather collects the first run of ops of users of one shard, from any
@@ -204,6 +235,13 @@ func (d *Directory) enter(shard uint32, users []string, firstRun func(string) in
 type gather struct {
 	rep  Replica
 	full chan struct{} // closed when it seals: no member is missing
+	// open is closed when its members may send their requests: once the
+	// gather queued before it has opened and sealed (at once if none), so
+	// gathers open one at a time, in queue order, even when a queued
+	// gather seals early because all its members left. next is the
+	// gather queued behind it; Directory.gathersMu guards it.
+	open chan struct{}
+	next *gather
 
 	mu      sync.Mutex
 	members map[string]bool
@@ -221,8 +259,39 @@ type run struct {
 	done chan struct{}
 }
 
-func newGather(rep Replica) *gather {
-	return &gather{rep: rep, full: make(chan struct{}), members: map[string]bool{}}
+func newGather(rep Replica, prev *gather) *gather {
+	g := &gather{rep: rep, full: make(chan struct{}), open: make(chan struct{}), members: map[string]bool{}}
+	if prev == nil {
+		close(g.open)
+		return g
+	}
+	// Only the channels: a long queue's sealed gathers must not be kept
+	// alive by their successors.
+	opened, sealed := prev.open, prev.full
+	go func() {
+		<-opened
+		<-sealed
+		close(g.open)
+	}()
+	return g
+}
+
+// sealed reports whether the gather has sealed (takes no more members).
+func (g *gather) sealed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.done
+}
+
+// opened waits until the gather's members may send their requests (open).
+// It returns ctx's error if ctx ends first.
+func (g *gather) opened(ctx context.Context) error {
+	select {
+	case <-g.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // add makes members of the users that are not members yet, while the
