@@ -88,6 +88,12 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	MaxRequestBytes int64
+
+	// explicit names (by flag name) the options Load found in a flag,
+	// the environment or the file, whatever the value: a setting the
+	// operator wrote down is a statement about this node, a default is
+	// not (see Explicit). nil for a Config built by hand.
+	explicit map[string]bool
 }
 
 // hostname is a variable so tests get a predictable default NodeID.
@@ -110,6 +116,27 @@ func Default() *Config {
 		c.NodeID = h
 	}
 	return c
+}
+
+// Explicit reports whether Load found the option named (its flag name,
+// without dashes) in a flag, the environment or the file, even at its
+// default value. A Config built by hand has no explicit option. The node
+// needs it for settings a data dir or the cluster may already have
+// decided: --shards set explicitly must match them, a default gives way.
+// It panics on a name that is no option, a caller's typo that would
+// otherwise read as "not set" for ever.
+func (c *Config) Explicit(name string) bool {
+	if lookup(name) == nil {
+		panic("config: Explicit: no option --" + name)
+	}
+	return c.explicit[name]
+}
+
+func (c *Config) markExplicit(name string) {
+	if c.explicit == nil {
+		c.explicit = make(map[string]bool)
+	}
+	c.explicit[name] = true
 }
 
 // HTTPAddr is the address the HTTP listener binds to.

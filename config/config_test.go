@@ -225,6 +225,55 @@ func TestConfigPathPrecedence(t *testing.T) {
 	}
 }
 
+// TestExplicit: an option is explicit when any source names it, even at
+// its default value; a YAML key without a value, a Config built by hand
+// and a default are not.
+func TestExplicit(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  func(t *testing.T) []string
+		want bool
+	}{
+		{"default", nil, nil, false},
+		{"flag", []string{"--shards", "8"}, nil, true},
+		{"flag at the default value", []string{"--shards=32"}, nil, true},
+		{"env", nil, func(*testing.T) []string { return []string{"RATION_SHARDS=8"} }, true},
+		{"yaml", nil, func(t *testing.T) []string { return []string{"RATION_CONFIG=" + writeFile(t, "shards: 8\n")} }, true},
+		{"yaml without a value", nil, func(t *testing.T) []string { return []string{"RATION_CONFIG=" + writeFile(t, "shards:\n")} }, false},
+		{"another option", []string{"--replicas", "5"}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var env []string
+			if tt.env != nil {
+				env = tt.env(t)
+			}
+			c := mustLoad(t, tt.args, env)
+			if got := c.Explicit("shards"); got != tt.want {
+				t.Errorf("Explicit(shards) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Lists from each source, and the file path itself.
+	c := mustLoad(t, nil, []string{"RATION_CONFIG=" + writeFile(t, "join: [a, b]\n")})
+	if !c.Explicit("join") || !c.Explicit("config") || c.Explicit("shards") {
+		t.Errorf("join %v, config %v, shards %v; want true, true, false", c.Explicit("join"), c.Explicit("config"), c.Explicit("shards"))
+	}
+	if !mustLoad(t, []string{"--join", "a"}, nil).Explicit("join") {
+		t.Error("--join a: not explicit")
+	}
+	if Default().Explicit("shards") {
+		t.Error("a Config built by hand has an explicit option")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Explicit of an unknown option did not panic")
+		}
+	}()
+	Default().Explicit("shard")
+}
+
 func TestYAML(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -570,6 +619,9 @@ func TestOptionsCoverConfig(t *testing.T) {
 		}
 		changed := 0
 		for f := range typ.NumField() {
+			if !typ.Field(f).IsExported() {
+				continue // Load's bookkeeping (explicit), not a setting
+			}
 			if reflect.ValueOf(c).Field(f).IsZero() {
 				continue
 			}
@@ -588,7 +640,7 @@ func TestOptionsCoverConfig(t *testing.T) {
 		}
 	}
 	for f := range typ.NumField() {
-		if name := typ.Field(f).Name; owner[name] == "" {
+		if name := typ.Field(f).Name; owner[name] == "" && typ.Field(f).IsExported() {
 			t.Errorf("field %s has no option", name)
 		}
 	}

@@ -47,6 +47,7 @@ func Load(args []string, env []string) (*Config, error) {
 	for i := range options {
 		o := &options[i]
 		if raw, ok := fromEnv[o.name]; ok {
+			c.markExplicit(o.name)
 			if err := o.set(c, raw); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", o.envName(), err))
 			}
@@ -58,6 +59,7 @@ func Load(args []string, env []string) (*Config, error) {
 		if !ok {
 			continue
 		}
+		c.markExplicit(o.name)
 		if o.list {
 			// Repeating a list flag adds to it, so "--join a --join b"
 			// keeps both seeds instead of silently dropping the first.
@@ -248,6 +250,7 @@ func applyYAML(c *Config, path string, doc *yaml.Node) []error {
 			if v.Tag == "!!null" {
 				continue // "key:" with no value leaves the setting as it was
 			}
+			c.markExplicit(o.name)
 			if err := o.set(c, v.Value); err != nil {
 				fail("%v", err)
 			}
@@ -267,6 +270,7 @@ func applyYAML(c *Config, path string, doc *yaml.Node) []error {
 				items = append(items, strings.TrimSpace(item.Value))
 			}
 			if ok {
+				c.markExplicit(o.name)
 				o.setItems(c, items)
 			}
 		default:
