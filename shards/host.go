@@ -42,7 +42,9 @@ type Config struct {
 	// falls back to the address in the configuration.
 	Resolve raft.ServerAddressProvider
 	// Shards is the number of shards of the cluster; users map to them by
-	// ShardOf, so it must not change once data exists.
+	// ShardOf, so it must not change once data exists. Open records it in
+	// DataDir/shard-count and refuses a data dir that records another
+	// (ErrShardCountMismatch); ChooseCount decides it for a node.
 	Shards int
 	// Hosted lists the shards this node hosts; nil means all of them.
 	Hosted []uint32
@@ -187,6 +189,9 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	cfg.LogStore, _ = ParseLogStore(string(cfg.LogStore))
 	if err := checkLayout(cfg.DataDir, cfg.LogStore); err != nil {
+		return nil, err
+	}
+	if err := checkCount(cfg.DataDir, cfg.Shards); err != nil {
 		return nil, err
 	}
 	h := &Host{

@@ -76,20 +76,29 @@ func checkLayout(dataDir string, want LogStore) error {
 	return nil
 }
 
-// writeLayout writes the record durably (file, then directory), before
-// any raft state exists: a record lost to a power cut while the logs
-// survived would let the node open them with the other layout.
+// writeLayout writes the record durably, before any raft state exists: a
+// record lost to a power cut while the logs survived would let the node
+// open them with the other layout.
 func writeLayout(dataDir string, ls LogStore) error {
-	fail := func(err error) error { return fmt.Errorf("shards: record raft log store: %w", err) }
-	if err := os.MkdirAll(dataDir, 0o750); err != nil {
-		return fail(err)
+	if err := writeRecord(dataDir, layoutFile, string(ls)); err != nil {
+		return fmt.Errorf("shards: record raft log store: %w", err)
 	}
-	tmp := filepath.Join(dataDir, layoutFile+".tmp")
+	return nil
+}
+
+// writeRecord writes value and a newline to dataDir/name durably: to a
+// temporary file, synced, renamed over name, and the directory synced, so
+// the record is either the old one or the new one, whole, after a crash.
+func writeRecord(dataDir, name, value string) error {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dataDir, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	_, err = f.WriteString(string(ls) + "\n")
+	_, err = f.WriteString(value + "\n")
 	if err == nil {
 		err = f.Sync()
 	}
@@ -97,15 +106,12 @@ func writeLayout(dataDir string, ls LogStore) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dataDir, layoutFile))
+		err = os.Rename(tmp, filepath.Join(dataDir, name))
 	}
 	if err == nil {
 		err = syncDir(dataDir)
 	}
-	if err != nil {
-		return fail(err)
-	}
-	return nil
+	return err
 }
 
 func syncDir(dir string) error {
@@ -124,8 +130,7 @@ func syncDir(dir string) error {
 func ExistingShards(dataDir string, total int) []uint32 {
 	var out []uint32
 	for s := range total {
-		dir := filepath.Join(dataDir, "shards", strconv.Itoa(s))
-		if exists(filepath.Join(dir, "raft.db")) || exists(filepath.Join(dir, "snapshots")) {
+		if hasState(filepath.Join(dataDir, "shards", strconv.Itoa(s))) {
 			out = append(out, uint32(s))
 		}
 	}
