@@ -131,6 +131,9 @@ func (c *Config) withDefaults() (Config, []seedAddr, error) {
 	case cfg.Meta.NodeID != cfg.NodeID:
 		bad("Meta.NodeID %q differs from NodeID %q", cfg.Meta.NodeID, cfg.NodeID)
 	}
+	if cfg.Meta.Shards < 0 || cfg.Meta.Shards > maxShards {
+		bad("Meta.Shards %d out of range 0-%d", cfg.Meta.Shards, maxShards)
+	}
 	if cfg.BindHost == "" {
 		cfg.BindHost = "0.0.0.0"
 	}

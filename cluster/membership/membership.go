@@ -38,6 +38,10 @@ type Membership struct {
 
 	mu      sync.Mutex
 	members map[string]*memberState
+	// shards is this node's settled shard count, 0 while it has none
+	// (Meta.settledShards); members that announce another are left out
+	// of the view (Conflicting).
+	shards  int
 	subs    map[uint64]chan struct{}
 	nextSub uint64
 	closed  bool // view frozen, subscriptions closed
@@ -82,6 +86,7 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 		bindAddr: bind,
 		members:  make(map[string]*memberState),
 		subs:     make(map[uint64]chan struct{}),
+		shards:   c.Meta.settledShards(),
 	}
 	ml, err := memberlist.Create(c.memberlistConfig(bind, advertise, &delegate{m: m}))
 	if err != nil {
@@ -129,37 +134,56 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	return m, nil
 }
 
-// Members returns the view sorted by NodeID, this node included.
+// Members returns the view sorted by NodeID, this node included, without
+// the members that announce another shard count (Conflicting).
 func (m *Membership) Members() []Member {
+	return m.list(false)
+}
+
+// Conflicting returns, sorted by NodeID and whatever their state, the
+// members left out of the view because they and this node have each
+// settled on a shard count (Meta.Shards, not tentative) and the counts
+// differ. Users map to shards by the count, so such a member serves
+// another cluster's data under the same shard ids: nothing here may route
+// to it, place a replica on it or form a shard with it. A member of a
+// release that announces no count (0) conflicts with nothing.
+func (m *Membership) Conflicting() []Member {
+	return m.list(true)
+}
+
+func (m *Membership) list(conflicting bool) []Member {
 	m.mu.Lock()
 	out := make([]Member, 0, len(m.members))
 	for _, ms := range m.members {
-		out = append(out, ms.Member)
+		if ms.conflict == conflicting {
+			out = append(out, ms.Member)
+		}
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out
 }
 
-// Member returns the view's entry for nodeID, whatever its state.
+// Member returns the view's entry for nodeID, whatever its state; a
+// conflicting member (Conflicting) is not in the view.
 func (m *Membership) Member(nodeID string) (Member, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ms, ok := m.members[nodeID]
-	if !ok {
+	if !ok || ms.conflict {
 		return Member{}, false
 	}
 	return ms.Member, true
 }
 
 // NumAlive counts the members memberlist still considers part of the
-// cluster, Alive or Suspect, this node included.
+// cluster, Alive or Suspect, this node included, conflicting ones not.
 func (m *Membership) NumAlive() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for _, ms := range m.members {
-		if ms.State == Alive || ms.State == Suspect {
+		if !ms.conflict && (ms.State == Alive || ms.State == Suspect) {
 			n++
 		}
 	}
@@ -167,7 +191,45 @@ func (m *Membership) NumAlive() int {
 }
 
 // LocalMeta returns the metadata this node announces.
-func (m *Membership) LocalMeta() Meta { return m.cfg.Meta }
+func (m *Membership) LocalMeta() Meta {
+	m.metaMu.Lock()
+	defer m.metaMu.Unlock()
+	return m.cfg.Meta
+}
+
+// SettleShards settles this node's shard count at n: it announces n, no
+// longer tentative, and from then on leaves members that announce another
+// settled count out of the view (Conflicting). ctx bounds the wait for
+// the announcement to be sent; peers learn it by gossip either way, so an
+// error here only says that the wait ran out.
+func (m *Membership) SettleShards(ctx context.Context, n int) error {
+	if n < 1 || n > maxShards {
+		return fmt.Errorf("%w: shard count %d out of range 1-%d", ErrInvalidConfig, n, maxShards)
+	}
+	m.metaMu.Lock()
+	m.cfg.Meta.Shards, m.cfg.Meta.ShardsTentative = n, false
+	m.metaMu.Unlock()
+
+	m.mu.Lock()
+	m.shards = n
+	changed := false
+	for _, ms := range m.members {
+		changed = m.judgeLocked(ms) || changed
+	}
+	if changed {
+		m.notifyLocked()
+	}
+	m.mu.Unlock()
+
+	timeout := DefaultLeaveTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	if err := m.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("membership: announce shard count %d: %w", n, err)
+	}
+	return nil
+}
 
 // Forget removes a Dead or Left member from the view, once placement has
 // moved its replicas away or an operator has decommissioned it. Should it

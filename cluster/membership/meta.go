@@ -25,6 +25,24 @@ type Meta struct {
 	// Both are empty on a node that runs no actor cluster.
 	ActorAddr string
 	ActorID   string
+	// Shards is the node's shard count (shards.ShardOf maps users by it),
+	// so that nodes of different counts never serve one cluster: see
+	// Conflicting. 0 means unknown: a release from before it was
+	// announced.
+	Shards int
+	// ShardsTentative marks Shards as the node's proposal only: it has a
+	// new data dir and no explicit --shards, and takes the cluster's
+	// count if it finds one (node/). A tentative count conflicts with
+	// nothing.
+	ShardsTentative bool
+}
+
+// settledShards is the count m announces for good, 0 if none.
+func (m Meta) settledShards() int {
+	if m.ShardsTentative {
+		return 0
+	}
+	return m.Shards
 }
 
 // metaFormat is the first byte of the encoding. Fields may only ever be
@@ -40,11 +58,14 @@ const flagLeaving byte = 1 << 0
 
 // encodeMeta lays out: format byte, flags byte, zigzag varint Version, then
 // NodeID, RaftAddr, GRPCAddr, HTTPAddr, ActorAddr and ActorID, each as
-// uvarint length and bytes. ActorAddr and ActorID were appended later: a
-// decoder that stops after HTTPAddr reads the rest as trailing bytes. A binary layout rather than JSON keeps the addresses, which carry
-// most of the bytes, as far from the 512-byte cap as possible.
+// uvarint length and bytes, then the shard count as a uvarint of
+// Shards<<1 | ShardsTentative. ActorAddr and ActorID were appended later,
+// and the shard count after them: a decoder that stops before a field
+// reads the rest as trailing bytes. A binary layout rather than JSON keeps
+// the addresses, which carry most of the bytes, as far from the 512-byte
+// cap as possible.
 func encodeMeta(m Meta, flags byte) []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64+6*binary.MaxVarintLen16+
+	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+6*binary.MaxVarintLen16+
 		len(m.NodeID)+len(m.RaftAddr)+len(m.GRPCAddr)+len(m.HTTPAddr)+len(m.ActorAddr)+len(m.ActorID))
 	b = append(b, metaFormat, flags)
 	b = binary.AppendVarint(b, int64(m.Version))
@@ -52,12 +73,20 @@ func encodeMeta(m Meta, flags byte) []byte {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	return b
+	shards := uint64(m.Shards) << 1
+	if m.ShardsTentative {
+		shards |= 1
+	}
+	return binary.AppendUvarint(b, shards)
 }
 
 // firstAppended is the index of the first field appended to format 1
 // after its first release; metadata may end before it.
 const firstAppended = 4
+
+// maxShards bounds a decoded shard count, so that any count decodes into
+// an int on every platform; config allows at most 4096.
+const maxShards = 1 << 30
 
 // decodeMeta is the inverse of encodeMeta. Bytes after the known fields
 // are ignored: they are fields appended by a newer release.
@@ -91,6 +120,14 @@ func decodeMeta(b []byte) (Meta, byte, error) {
 		*dst = string(b[n : n+int(l)])
 		b = b[n+int(l):]
 	}
+	if len(b) == 0 {
+		return m, flags, nil // a release before the shard count: unknown, 0
+	}
+	sv, n := binary.Uvarint(b)
+	if n <= 0 || sv>>1 > maxShards {
+		return Meta{}, 0, fmt.Errorf("%w: bad shard count field", ErrBadMeta)
+	}
+	m.Shards, m.ShardsTentative = int(sv>>1), sv&1 == 1
 	return m, flags, nil
 }
 

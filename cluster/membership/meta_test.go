@@ -19,6 +19,10 @@ func TestMetaRoundTrip(t *testing.T) {
 		{NodeID: "n", ActorID: "only-the-id"},
 		{NodeID: "n", Version: -1},
 		{NodeID: "ünïcode", HTTPAddr: strings.Repeat("h", 300), Version: math.MaxInt32},
+		{NodeID: "n", ActorAddr: "x:1", ActorID: "id", Shards: 32},
+		{NodeID: "n", Shards: 4096, ShardsTentative: true},
+		{NodeID: "n", Shards: maxShards},
+		{NodeID: "n", ShardsTentative: true},
 	}
 	for _, m := range cases {
 		for _, flags := range []byte{0, flagLeaving} {
@@ -32,16 +36,16 @@ func TestMetaRoundTrip(t *testing.T) {
 
 func TestMetaIsCompact(t *testing.T) {
 	m := Meta{NodeID: "ration-12", RaftAddr: "10.244.3.17:7000", GRPCAddr: "10.244.3.17:9090", HTTPAddr: "10.244.3.17:8080", Version: 1,
-		ActorAddr: "10.244.3.17:7001", ActorID: "Fq7PJ3zKcXvN8LmQ2wRt5a"}
+		ActorAddr: "10.244.3.17:7001", ActorID: "Fq7PJ3zKcXvN8LmQ2wRt5a", Shards: 32}
 	n := len(encodeMeta(m, 0))
 	payload := len(m.NodeID) + len(m.RaftAddr) + len(m.GRPCAddr) + len(m.HTTPAddr) + len(m.ActorAddr) + len(m.ActorID)
-	if n > payload+9 {
-		t.Errorf("encoded %d bytes for %d bytes of strings: overhead above 9", n, payload)
+	if n > payload+10 {
+		t.Errorf("encoded %d bytes for %d bytes of strings: overhead above 10", n, payload)
 	}
 }
 
 func TestMetaAppendedFieldsIgnored(t *testing.T) {
-	m := Meta{NodeID: "a", RaftAddr: "r", Version: 7, ActorAddr: "x:1", ActorID: "id"}
+	m := Meta{NodeID: "a", RaftAddr: "r", Version: 7, ActorAddr: "x:1", ActorID: "id", Shards: 8, ShardsTentative: true}
 	b := append(encodeMeta(m, 0), 0x05, 'f', 'u', 't', 'u', 'r')
 	got, _, err := decodeMeta(b)
 	if err != nil || got != m {
@@ -50,14 +54,29 @@ func TestMetaAppendedFieldsIgnored(t *testing.T) {
 }
 
 // A node of the release before ActorAddr and ActorID were appended sends
-// four fields; they decode with the actor fields empty.
+// four fields; they decode with the actor fields empty and the shard count
+// unknown.
 func TestMetaOfAnOlderRelease(t *testing.T) {
 	m := Meta{NodeID: "a", RaftAddr: "r:1", GRPCAddr: "g:2", HTTPAddr: "h:3", Version: 1}
 	b := encodeMeta(m, 0)
-	old := b[:len(b)-2] // without the two empty length bytes
+	old := b[:len(b)-3] // without the two empty length bytes and the count
 	got, _, err := decodeMeta(old)
 	if err != nil || got != m {
 		t.Errorf("decode of an older release's metadata = %+v, %v; want %+v", got, err, m)
+	}
+}
+
+// A node of the release before the shard count was appended sends six
+// fields; its count decodes as 0, unknown.
+func TestMetaWithoutShardCount(t *testing.T) {
+	m := Meta{NodeID: "a", RaftAddr: "r:1", GRPCAddr: "g:2", HTTPAddr: "h:3", Version: 1, ActorAddr: "x:4", ActorID: "id"}
+	b := encodeMeta(m, flagLeaving)
+	if b[len(b)-1] != 0 {
+		t.Fatalf("count 0 encodes as %#x, want one zero byte", b[len(b)-1])
+	}
+	got, flags, err := decodeMeta(b[:len(b)-1])
+	if err != nil || got != m || flags != flagLeaving || got.Shards != 0 {
+		t.Errorf("decode of a release without the shard count = %+v/%d, %v; want %+v", got, flags, err, m)
 	}
 }
 
@@ -68,8 +87,10 @@ func TestMetaRejectsGarbage(t *testing.T) {
 		"one byte":       {metaFormat},
 		"unknown format": append([]byte{2}, good[1:]...),
 		"JSON":           []byte(`{"NodeID":"a"}`),
-		"truncated":      good[:len(good)-1],
+		"truncated":      good[:len(good)-2],
 		"huge length":    {metaFormat, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"huge count":     append(good[:len(good)-1:len(good)-1], 0x80, 0x80, 0x80, 0x80, 0x10),
+		"bad count":      append(good[:len(good)-1:len(good)-1], 0x80),
 	}
 	for name, b := range cases {
 		if _, _, err := decodeMeta(b); !errors.Is(err, ErrBadMeta) {

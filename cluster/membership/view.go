@@ -57,6 +57,9 @@ type Member struct {
 type memberState struct {
 	Member
 	flags byte
+	// conflict: the member announces another settled shard count than
+	// this node's (Conflicting); it is not in the view.
+	conflict bool
 	// lastAck is when memberlist last had a direct probe ack from the
 	// node, or when it (re)joined.
 	lastAck time.Time
@@ -191,9 +194,33 @@ func (m *Membership) apply(n *memberlist.Node, ev eventKind) {
 		m.log.Info("member state", slog.String("node", n.Name), slog.String("state", state.String()),
 			slog.String("addr", ms.GossipAddr))
 	}
-	if !known || ms.Member != prev {
+	judged := m.judgeLocked(ms)
+	if !known || ms.Member != prev || judged {
 		m.notifyLocked()
 	}
+}
+
+// judgeLocked decides whether ms conflicts with this node's shard count
+// (Conflicting), logs a change, and reports it. A conflict is logged at
+// ERROR: some node was started with another count than the cluster's, or
+// two clusters share gossip seeds, and an operator must step in.
+func (m *Membership) judgeLocked(ms *memberState) bool {
+	theirs := ms.Meta.settledShards()
+	conflict := ms.NodeID != m.cfg.NodeID && m.shards > 0 && theirs > 0 && theirs != m.shards
+	if conflict == ms.conflict {
+		return false
+	}
+	ms.conflict = conflict
+	if conflict {
+		m.log.Error("member announces another shard count: left out of the view, so nothing is routed to it or placed on it; "+
+			"it belongs to another cluster or was started with the wrong --shards",
+			slog.String("node", ms.NodeID), slog.Int("its_shards", theirs), slog.Int("our_shards", m.shards),
+			slog.String("addr", ms.GossipAddr))
+	} else {
+		m.log.Info("member's shard count agrees again: back in the view", slog.String("node", ms.NodeID),
+			slog.Int("shards", m.shards))
+	}
+	return true
 }
 
 // acked records a direct probe ack; a Suspect member that answers is
