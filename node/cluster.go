@@ -24,6 +24,27 @@ import (
 // running every shard alone.
 func clustered(n *Node) bool { return len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 1 }
 
+// joinCluster is Start's part for a clustered node: it joins the gossip
+// cluster, settles the shard count with it, joins the actor cluster and
+// decides which shards to open (formation). What it starts is undone by
+// the functions it adds to cleanup, should Start fail later.
+func (n *Node) joinCluster(ctx context.Context, cleanup *[]func()) (hosted []uint32, peersOf func(uint32) []raft.Server, err error) {
+	if err := n.startMembership(ctx); err != nil {
+		return nil, nil, err
+	}
+	*cleanup = append(*cleanup, func() { _ = n.members.Leave(context.Background()) })
+	if err := n.settleShards(ctx); err != nil {
+		return nil, nil, err
+	}
+	// Before anything else uses gRPC in this process: protoactor's
+	// remote replaces gRPC's global logger when it starts.
+	if err := n.startActors(); err != nil {
+		return nil, nil, err
+	}
+	*cleanup = append(*cleanup, n.actors.Shutdown)
+	return n.formation(ctx)
+}
+
 // startMembership joins the gossip cluster with this node's addresses.
 func (n *Node) startMembership(ctx context.Context) error {
 	cfg := n.cfg
@@ -36,13 +57,15 @@ func (n *Node) startMembership(ctx context.Context) error {
 		Join:          cfg.JoinAddrs(),
 		SecretKey:     cfg.GossipKey,
 		Meta: membership.Meta{
-			NodeID:    cfg.NodeID,
-			RaftAddr:  cfg.AdvertiseRaftAddr(),
-			GRPCAddr:  cfg.AdvertiseGRPCAddr(),
-			HTTPAddr:  cfg.AdvertiseHTTPAddr(),
-			ActorAddr: cfg.AdvertiseActorAddr(),
-			ActorID:   n.sys.ID,
-			Version:   protocolVersion,
+			NodeID:          cfg.NodeID,
+			RaftAddr:        cfg.AdvertiseRaftAddr(),
+			GRPCAddr:        cfg.AdvertiseGRPCAddr(),
+			HTTPAddr:        cfg.AdvertiseHTTPAddr(),
+			ActorAddr:       cfg.AdvertiseActorAddr(),
+			ActorID:         n.sys.ID,
+			Version:         protocolVersion,
+			Shards:          cfg.Shards,
+			ShardsTentative: !n.shardSource.Settled(),
 		},
 		Logger: n.log.With("component", "membership"),
 	})
@@ -157,26 +180,10 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		return have, nil, nil
 	}
 	expect := max(n.cfg.BootstrapExpect, 1)
-	var members []membership.Member
-	logged := -1
-	for {
-		members = alive(n.members.Members())
-		if len(members) >= expect {
-			break
-		}
-		if len(members) != logged {
-			logged = len(members)
-			n.log.Info("waiting for members before forming shards", "alive", len(members), "expect", expect)
-		}
-		ch, cancel := n.members.Subscribe()
-		select {
-		case <-ch:
-		case <-time.After(5 * time.Second):
-		case <-ctx.Done():
-			cancel()
-			return nil, nil, fmt.Errorf("waiting for %d members: %w", expect, ctx.Err())
-		}
-		cancel()
+	members, err := n.waitAlive(ctx, "waiting for members before forming shards",
+		func(alive []membership.Member) bool { return len(alive) >= expect })
+	if err != nil {
+		return nil, nil, err
 	}
 	// The expected members, chosen the same way on every node: the first
 	// by id. A member that joins later gets shards by rebalancing.
@@ -228,6 +235,37 @@ func (n *Node) formation(ctx context.Context) (hosted []uint32, peersOf func(uin
 		}
 		return servers
 	}, nil
+}
+
+// waitAlive waits until enough holds for the alive members of the view,
+// and returns them. It logs msg at each new count, and fails as soon as a
+// live member announces another shard count than this node's settled one:
+// the view leaves such a member out, so formation would wait for ever.
+func (n *Node) waitAlive(ctx context.Context, msg string, enough func(alive []membership.Member) bool) ([]membership.Member, error) {
+	expect := max(n.cfg.BootstrapExpect, 1)
+	logged := -1
+	for {
+		if err := n.checkShardConflicts(); err != nil {
+			return nil, err
+		}
+		members := alive(n.members.Members())
+		if enough(members) {
+			return members, nil
+		}
+		if len(members) != logged {
+			logged = len(members)
+			n.log.Info(msg, "alive", len(members), "expect", expect)
+		}
+		ch, cancel := n.members.Subscribe()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			cancel()
+			return nil, fmt.Errorf("waiting for %d members: %w", expect, ctx.Err())
+		}
+		cancel()
+	}
 }
 
 func alive(ms []membership.Member) []membership.Member {

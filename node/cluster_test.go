@@ -42,31 +42,44 @@ func newMember(t *testing.T, i int) *member {
 
 func (m *member) gossip() string { return "127.0.0.1:" + strconv.Itoa(m.ports[2]) }
 
-// start opens the node and a client to it. seeds are gossip addresses.
+// start opens the node, with --shards testShards, and a client to it.
+// seeds are gossip addresses.
 func (m *member) start(t *testing.T, seeds []string, expect int) {
 	t.Helper()
-	args := []string{
-		"--node-id", m.id, "--data-dir", m.dir, "--bind-host", "127.0.0.1",
-		"--http-port", strconv.Itoa(m.ports[0]), "--grpc-port", strconv.Itoa(m.ports[1]),
-		"--gossip-port", strconv.Itoa(m.ports[2]), "--raft-port", strconv.Itoa(m.ports[3]),
-		"--join", strings.Join(seeds, ","), "--bootstrap-expect", strconv.Itoa(expect),
-		"--shards", strconv.Itoa(testShards), "--replicas", strconv.Itoa(testReplicas),
-		"--dead-node-grace", testGrace.String(), "--shutdown-timeout", "10s",
-	}
-	cfg, err := config.Load(args, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m.n, err = node.Start(ctx, cfg, nil)
-	if err != nil {
+	m.startWith(t, seeds, expect, "--shards", strconv.Itoa(testShards))
+}
+
+// startWith is start with flags of the caller's instead of --shards.
+func (m *member) startWith(t *testing.T, seeds []string, expect int, flags ...string) {
+	t.Helper()
+	if err := m.tryStart(seeds, expect, flags...); err != nil {
 		t.Fatalf("start %s: %v", m.id, err)
 	}
+	var err error
 	m.c, err = client.New(context.Background(), client.Options{Endpoints: []string{m.n.GRPCAddr()}})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// tryStart opens the node, or says why it did not start.
+func (m *member) tryStart(seeds []string, expect int, flags ...string) error {
+	args := append([]string{
+		"--node-id", m.id, "--data-dir", m.dir, "--bind-host", "127.0.0.1",
+		"--http-port", strconv.Itoa(m.ports[0]), "--grpc-port", strconv.Itoa(m.ports[1]),
+		"--gossip-port", strconv.Itoa(m.ports[2]), "--raft-port", strconv.Itoa(m.ports[3]),
+		"--join", strings.Join(seeds, ","), "--bootstrap-expect", strconv.Itoa(expect),
+		"--replicas", strconv.Itoa(testReplicas),
+		"--dead-node-grace", testGrace.String(), "--shutdown-timeout", "10s",
+	}, flags...)
+	cfg, err := config.Load(args, nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.n, err = node.Start(ctx, cfg, nil)
+	return err
 }
 
 func (m *member) stop(t *testing.T) {
@@ -114,14 +127,7 @@ func startCluster(t *testing.T, n int) []*member {
 	for _, m := range ms {
 		t.Cleanup(func() { m.stop(t) })
 	}
-	waitFor(t, 30*time.Second, "every node ready", func() (bool, string) {
-		for _, m := range ms {
-			if !m.n.Ready() {
-				return false, m.id + " not ready"
-			}
-		}
-		return true, ""
-	})
+	waitReady(t, ms...)
 	return ms
 }
 
@@ -138,6 +144,19 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, stri
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitReady waits until every one of ms is ready.
+func waitReady(t *testing.T, ms ...*member) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "every node ready", func() (bool, string) {
+		for _, m := range ms {
+			if !m.n.Ready() {
+				return false, m.id + " not ready"
+			}
+		}
+		return true, ""
+	})
 }
 
 func ids(ms []*member) []string {

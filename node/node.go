@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,14 +41,17 @@ import (
 
 // Node is a running Ration node.
 type Node struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	mux     *mux.Mux
-	host    *shards.Host
-	dir     *actors.Directory
-	members *membership.Membership // nil on a single node
-	router  *routing.Router
+	// cfg is the node's own copy, with the shard count it settled on;
+	// shardSource says where that count came from.
+	cfg         *config.Config
+	shardSource shards.CountSource
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	mux         *mux.Mux
+	host        *shards.Host
+	dir         *actors.Directory
+	members     *membership.Membership // nil on a single node
+	router      *routing.Router
 	// sys runs the user actors; actors is its place in the actor cluster
 	// (nil on a single node), which reaches the actors of other nodes.
 	sys     *actor.ActorSystem
@@ -85,10 +87,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	cfg, shardSource, err := dataDirCount(cfg, logger)
+	if err != nil {
+		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	n := &Node{cfg: cfg, shardSource: shardSource, log: logger, reg: prometheus.NewRegistry(), done: make(chan struct{})}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var cleanup []func()
 	defer func() {
@@ -135,17 +138,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	var hosted []uint32
 	var peersOf func(uint32) []raft.Server
 	if clustered(n) {
-		if err := n.startMembership(ctx); err != nil {
-			return nil, err
-		}
-		cleanup = append(cleanup, func() { _ = n.members.Leave(context.Background()) })
-		// Before anything else uses gRPC in this process: protoactor's
-		// remote replaces gRPC's global logger when it starts.
-		if err := n.startActors(); err != nil {
-			return nil, err
-		}
-		cleanup = append(cleanup, n.actors.Shutdown)
-		if hosted, peersOf, err = n.formation(ctx); err != nil {
+		if hosted, peersOf, err = n.joinCluster(ctx, &cleanup); err != nil {
 			return nil, err
 		}
 	}
