@@ -141,7 +141,7 @@ var options = []option{
 		func(c *Config) *[]string { return &c.Join }, checkJoin),
 	intOpt("bootstrap-expect", "1", "Number of nodes to wait for before bootstrapping the cluster.",
 		func(c *Config) *int { return &c.BootstrapExpect }, atLeast(1)),
-	intOpt("shards", "32", "Number of shards (1-4096) of a new cluster; all nodes of a cluster must agree. A data dir keeps the count it was created with, and a node with a new data dir takes the count of the cluster it joins: unset, the option gives way to them; set (flag, environment or file) to another count, the node refuses to start.",
+	intOpt("shards", "3", "Number of shards (1-4096) of a new cluster: at least the number of nodes it should grow to, as few as that (each shard is a raft group, and fewer, fuller groups write faster); all nodes of a cluster must agree. A data dir keeps the count it was created with, and a node with a new data dir takes the count of the cluster it joins: unset, the option gives way to them; set (flag, environment or file) to another count, the node refuses to start.",
 		func(c *Config) *int { return &c.Shards }, checkShards),
 	intOpt("replicas", "3", "Replicas per shard; capped at run time to the number of nodes.",
 		func(c *Config) *int { return &c.Replicas }, atLeast(1)),

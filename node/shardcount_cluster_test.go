@@ -60,7 +60,7 @@ func TestSingleNodeKeepsItsShardCount(t *testing.T) {
 		}
 	}
 
-	m.startWith(t, nil, 1) // --shards unset: its default, 32, gives way
+	m.startWith(t, nil, 1) // --shards unset: its default gives way
 	if got := m.n.Host().Shards(); got != 8 {
 		t.Fatalf("restarted without --shards: %d shards, want the recorded 8", got)
 	}
@@ -73,7 +73,7 @@ func TestSingleNodeKeepsItsShardCount(t *testing.T) {
 // serves every user's balance as the others do; a node whose --shards
 // contradicts the cluster's is refused before it opens any shard.
 func TestJoinerTakesClusterShardCount(t *testing.T) {
-	ms := startCluster(t, 3) // --shards 8; the default is 32
+	ms := startCluster(t, 3) // --shards 8, not the default
 	want := ledgerState{}
 	write(t, ms, want, "r1", 24)
 
