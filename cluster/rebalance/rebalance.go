@@ -445,7 +445,7 @@ func (r *Reconciler) preferLeader(ctx context.Context, p pass) {
 		return
 	}
 	m, ok := p.view.byID[p.leader]
-	if !ok || m.State != membership.Alive || r.cfg.AppliedIndex == nil {
+	if !ok || m.State != membership.Alive {
 		return
 	}
 	var addr string
@@ -454,14 +454,7 @@ func (r *Reconciler) preferLeader(ctx context.Context, p pass) {
 			addr = string(s.Address)
 		}
 	}
-	commit, _, err := h.Indexes(shard)
-	if addr == "" || err != nil {
-		return
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	applied, err := r.cfg.AppliedIndex(cctx, m, shard)
-	cancel()
-	if err != nil || applied+r.cfg.MaxLag < commit || !r.take() {
+	if addr == "" || !r.caughtUp(ctx, shard, m) || !r.take() {
 		return
 	}
 	// Whatever the outcome, wait another LeaderSettle before retrying.
@@ -474,6 +467,23 @@ func (r *Reconciler) preferLeader(ctx context.Context, p pass) {
 	}
 	r.changes.WithLabelValues("prefer_leader").Inc()
 	r.log.Info("rebalance change", "shard", shard, "kind", "prefer_leader", "server", p.leader)
+}
+
+// caughtUp reports whether member m's applied index of shard, led here,
+// is within MaxLag of this leader's commit index: false when either
+// cannot be read.
+func (r *Reconciler) caughtUp(ctx context.Context, shard uint32, m membership.Member) bool {
+	if r.cfg.AppliedIndex == nil {
+		return false
+	}
+	commit, _, err := r.cfg.Host.Indexes(shard)
+	if err != nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	applied, err := r.cfg.AppliedIndex(cctx, m, shard)
+	return err == nil && applied+r.cfg.MaxLag >= commit
 }
 
 // askLeaderEvery bounds how often a replica that placement drops asks
@@ -538,17 +548,7 @@ func (r *Reconciler) step(ctx context.Context, shard uint32, c raft.Configuratio
 				continue
 			}
 			m, ok := v.byID[id]
-			if !ok || r.cfg.AppliedIndex == nil {
-				continue
-			}
-			commit, _, err := h.Indexes(shard)
-			if err != nil {
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			applied, err := r.cfg.AppliedIndex(cctx, m, shard)
-			cancel()
-			if err != nil || applied+r.cfg.MaxLag < commit {
+			if !ok || !r.caughtUp(ctx, shard, m) {
 				continue
 			}
 			kind = "promote"
