@@ -24,6 +24,11 @@
 // never an error. Batch splits its operations by leader and sends the
 // parts in parallel. Options.DisableRouting turns all of this off.
 //
+// Coalescing: Grant and Deduct calls that run concurrently and go to the
+// same node share Batch calls once Options.MaxInflightWrites calls to that
+// node are in flight (coalesce.go). Each still gets exactly its own
+// result: Batch applies every operation as if it had been sent alone.
+//
 // A Client is safe for concurrent use. Create one per process and Close it
 // when done.
 package client
@@ -106,6 +111,11 @@ type Options struct {
 	Backoff Backoff
 	// Logger receives a debug record for every retry. nil discards.
 	Logger *slog.Logger
+	// MaxInflightWrites bounds the Grant and Deduct calls in flight to one
+	// node; past it, writes wait and leave together in one Batch call
+	// (coalesce.go). 0 means DefaultMaxInflightWrites; negative sends
+	// every write alone.
+	MaxInflightWrites int
 	// DialOptions are appended to the client's own when connecting, e.g.
 	// for interceptors or a custom dialer.
 	DialOptions []grpc.DialOption
@@ -149,6 +159,7 @@ type Client struct {
 	log      *slog.Logger
 	now      func() time.Time
 	dialOpts []grpc.DialOption
+	inflight int     // Options.MaxInflightWrites, resolved
 	routes   *router // nil when routing is disabled
 	closed   atomic.Bool
 }
@@ -167,6 +178,8 @@ type endpoint struct {
 	// wanted is a UnixNano time when the routing table last named the
 	// endpoint's address (router.retire).
 	wanted atomic.Int64
+	// writes coalesces the Grants and Deducts sent to the endpoint.
+	writes coalescer
 }
 
 // dial makes an endpoint for addr; gRPC connects in the background.
@@ -176,12 +189,14 @@ func (c *Client) dial(addr string) (*endpoint, error) {
 		return nil, err
 	}
 	conn.Connect()
-	return &endpoint{
+	ep := &endpoint{
 		addr: addr, conn: conn,
 		ledger:  rationv1.NewLedgerClient(conn),
 		admin:   rationv1.NewAdminClient(conn),
 		routing: rationv1.NewRoutingClient(conn),
-	}, nil
+	}
+	ep.writes = coalescer{ep: ep, max: c.inflight}
+	return ep, nil
 }
 
 // New returns a Client for the endpoints in opts. It does not wait for
@@ -207,6 +222,12 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if c.budget == 0 {
 		c.budget = DefaultRetryBudget
+	}
+	switch c.inflight = opts.MaxInflightWrites; {
+	case c.inflight == 0:
+		c.inflight = DefaultMaxInflightWrites
+	case c.inflight < 0:
+		c.inflight = 0
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

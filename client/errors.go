@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/ration/ration/api/rationv1"
 )
@@ -188,4 +189,24 @@ func parseCode(name string) codes.Code {
 		return codes.Unknown
 	}
 	return c
+}
+
+// opStatus is the status error that the single call of a batch operation
+// would have failed with: its code, message and detail, so that the
+// retries and the mapping of single calls apply unchanged.
+func opStatus(pe *rationv1.Error) error {
+	st := status.New(parseCode(pe.GetCode()), pe.GetMessage())
+	var detail protoadapt.MessageV1
+	switch {
+	case pe.GetInsufficient() != nil:
+		detail = pe.GetInsufficient()
+	case pe.GetField() != "":
+		detail = &rationv1.InvalidField{Field: pe.GetField(), Reason: pe.GetMessage()}
+	}
+	if detail != nil {
+		if withDetail, err := st.WithDetails(detail); err == nil {
+			st = withDetail
+		}
+	}
+	return st.Err()
 }

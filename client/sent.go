@@ -36,3 +36,11 @@ func (sentTracker) HandleRPC(ctx context.Context, s stats.RPCStats) {
 func (sentTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 
 func (sentTracker) HandleConn(context.Context, stats.ConnStats) {}
+
+// markSent sets ctx's flag by hand, for an attempt that leaves in a call
+// made on another context (coalesced writes): it may apply from now on.
+func markSent(ctx context.Context) {
+	if f, ok := ctx.Value(sentKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
