@@ -24,7 +24,7 @@ type rowSpec struct {
 
 // loads says which loads each system offers.
 var loads = map[string][]string{
-	report.Ration:   {report.LoadWrite, report.LoadBatch, report.LoadRead, report.LoadStale, report.LoadOpen},
+	report.Ration:   {report.LoadWrite, report.LoadAlone, report.LoadBatch, report.LoadRead, report.LoadStale, report.LoadOpen},
 	report.Etcd:     {report.LoadWrite, report.LoadCAS, report.LoadRead, report.LoadOpen},
 	report.Postgres: {report.LoadWrite, report.LoadRead, report.LoadOpen},
 }
@@ -64,7 +64,8 @@ func rows(o options, system string, nodes int) []rowSpec {
 	for _, l := range loads[system] {
 		// Stale reads differ from linearizable ones only with replicas
 		// to choose from.
-		if l == report.LoadOpen || (l == report.LoadStale && nodes == 1) {
+		// The comparison without coalescing is for the full run.
+		if l == report.LoadOpen || (l == report.LoadStale && nodes == 1) || (l == report.LoadAlone && o.quick) {
 			continue
 		}
 		out = append(out, rowSpec{load: l, clients: o.clients})

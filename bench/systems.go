@@ -47,6 +47,7 @@ func start(ctx context.Context, g *procs.Group, o options, bins binaries, c conf
 		}
 		return s, map[string]op{
 			report.LoadWrite: {"Deduct", s.Deduct, 1},
+			report.LoadAlone: {"Deduct, each call alone", s.DeductAlone, 1},
 			report.LoadOpen:  {"Deduct", s.Deduct, 1},
 			report.LoadBatch: {fmt.Sprintf("Batch of %d Deducts", o.batch), s.Batch, o.batch},
 			report.LoadRead:  {"Balance", s.Balance, 1},

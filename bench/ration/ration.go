@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
@@ -52,6 +53,7 @@ type Cluster struct {
 	cfg           Config
 	procs.Running // Stop and Exited
 	client        *client.Client
+	alone         *client.Client // sends every write alone: no coalescing
 	users         []string
 }
 
@@ -139,7 +141,12 @@ func Start(ctx context.Context, g *procs.Group, cfg Config) (*Cluster, error) {
 		c.Stop()
 		return nil, fmt.Errorf("ration: %w", err)
 	}
-	c.Client = c.client
+	if c.alone, err = client.New(ctx, client.Options{Endpoints: eps, MaxInflightWrites: -1}); err != nil {
+		c.client.Close()
+		c.Stop()
+		return nil, fmt.Errorf("ration: %w", err)
+	}
+	c.Client = closers{c.client, c.alone}
 	return c, nil
 }
 
@@ -177,6 +184,23 @@ func deduction(w *load.Worker, i int) client.Deduction {
 func (c *Cluster) Deduct(ctx context.Context, w *load.Worker) (int, error) {
 	_, err := c.client.Deduct(ctx, c.user(w), deduction(w, 0))
 	return 1, err
+}
+
+// DeductAlone is Deduct through a client that sends every call alone.
+func (c *Cluster) DeductAlone(ctx context.Context, w *load.Worker) (int, error) {
+	_, err := c.alone.Deduct(ctx, c.user(w), deduction(w, 0))
+	return 1, err
+}
+
+// closers closes both clients when the cluster stops.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Batch is one Batch call of BatchSize deductions for random users.

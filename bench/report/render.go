@@ -57,7 +57,7 @@ func Latency(d time.Duration) string {
 
 // peerLoad is the etcd load a Ration load is set against in the rows
 // table: writes and batches against Puts, reads against linearizable Gets.
-var peerLoad = map[string]string{LoadWrite: LoadWrite, LoadBatch: LoadWrite, LoadRead: LoadRead, LoadStale: LoadRead}
+var peerLoad = map[string]string{LoadWrite: LoadWrite, LoadAlone: LoadWrite, LoadBatch: LoadWrite, LoadRead: LoadRead, LoadStale: LoadRead}
 
 // VsEtcd is the ratio of a Ration row's ops/s to etcd's comparable row
 // (same nodes and clients), or "" when there is none.

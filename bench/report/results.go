@@ -21,6 +21,10 @@ const (
 // Loads. Every row's calls carry one operation, except LoadBatch's.
 const (
 	LoadWrite = "write" // one write per call, closed loop
+	// LoadAlone is LoadWrite with every call sent alone: Ration's client
+	// without coalescing (client.Options.MaxInflightWrites < 0), to show
+	// what coalescing concurrent calls into Batch calls brings.
+	LoadAlone = "write-alone"
 	LoadBatch = "batch" // a batch of writes per call, closed loop
 	LoadCAS   = "cas"   // etcd: read, then compare-and-swap, per deduction
 	LoadRead  = "read"  // linearizable read
