@@ -25,9 +25,10 @@
 // parts in parallel. Options.DisableRouting turns all of this off.
 //
 // Coalescing: Grant and Deduct calls that run concurrently and go to the
-// same node share Batch calls once Options.MaxInflightWrites calls to that
-// node are in flight (coalesce.go). Each still gets exactly its own
-// result: Batch applies every operation as if it had been sent alone.
+// same node share Batch calls once Options.MaxInflight of them are in
+// flight to that node, and balance reads share GetBalances calls the same
+// way (coalesce.go). Each still gets exactly its own answer: both apply
+// every request as if it had been sent alone.
 //
 // A Client is safe for concurrent use. Create one per process and Close it
 // when done.
@@ -111,11 +112,12 @@ type Options struct {
 	Backoff Backoff
 	// Logger receives a debug record for every retry. nil discards.
 	Logger *slog.Logger
-	// MaxInflightWrites bounds the Grant and Deduct calls in flight to one
-	// node; past it, writes wait and leave together in one Batch call
-	// (coalesce.go). 0 means DefaultMaxInflightWrites; negative sends
-	// every write alone.
-	MaxInflightWrites int
+	// MaxInflight bounds the calls of each kind in flight to one node:
+	// writes (Grant, Deduct) and balance reads. Past it, calls wait and
+	// leave together, writes in one Batch call, reads in one GetBalances
+	// (coalesce.go). 0 means DefaultMaxInflight; negative sends every
+	// call alone.
+	MaxInflight int
 	// DialOptions are appended to the client's own when connecting, e.g.
 	// for interceptors or a custom dialer.
 	DialOptions []grpc.DialOption
@@ -159,7 +161,7 @@ type Client struct {
 	log      *slog.Logger
 	now      func() time.Time
 	dialOpts []grpc.DialOption
-	inflight int     // Options.MaxInflightWrites, resolved
+	inflight int     // Options.MaxInflight, resolved
 	routes   *router // nil when routing is disabled
 	closed   atomic.Bool
 }
@@ -178,8 +180,10 @@ type endpoint struct {
 	// wanted is a UnixNano time when the routing table last named the
 	// endpoint's address (router.retire).
 	wanted atomic.Int64
-	// writes coalesces the Grants and Deducts sent to the endpoint.
-	writes coalescer
+	// writes and reads coalesce the Grants and Deducts, and the balance
+	// reads, sent to the endpoint.
+	writes *writeCoalescer
+	reads  *readCoalescer
 }
 
 // dial makes an endpoint for addr; gRPC connects in the background.
@@ -195,7 +199,7 @@ func (c *Client) dial(addr string) (*endpoint, error) {
 		admin:   rationv1.NewAdminClient(conn),
 		routing: rationv1.NewRoutingClient(conn),
 	}
-	ep.writes = coalescer{ep: ep, max: c.inflight}
+	ep.newCoalescers(c.inflight)
 	return ep, nil
 }
 
@@ -223,9 +227,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if c.budget == 0 {
 		c.budget = DefaultRetryBudget
 	}
-	switch c.inflight = opts.MaxInflightWrites; {
+	switch c.inflight = opts.MaxInflight; {
 	case c.inflight == 0:
-		c.inflight = DefaultMaxInflightWrites
+		c.inflight = DefaultMaxInflight
 	case c.inflight < 0:
 		c.inflight = 0
 	}

@@ -16,57 +16,71 @@ import (
 )
 
 // Coalescing: concurrent Grant and Deduct calls bound for one node share
-// Batch calls, as TiKV's client batches commands and a Kafka producer
-// batches records. A call is sent at once, alone and as itself, while
-// fewer than Options.MaxInflightWrites calls are in flight to its node;
-// past that, writes queue, and the next call to leave carries every write
-// queued by then in one Batch. Under light load nothing changes; under
-// heavy load a node parses, routes and answers one request for many
-// writes. This is invisible to callers because Batch applies each
-// operation exactly as if it had been sent alone (api/ration/v1), and
-// concurrent calls have no order between them.
+// Batch calls, and concurrent balance reads share GetBalances calls, as
+// TiKV's client batches commands and a Kafka producer batches records. A
+// call is sent at once, alone and as itself, while fewer than
+// Options.MaxInflight calls of its kind are in flight to its node; past
+// that, calls queue, and the next call to leave carries every one queued
+// by then. Under light load nothing changes; under heavy load a node
+// parses, routes and answers one request for many. This is invisible to
+// callers because Batch and GetBalances answer each request exactly as if
+// it had been sent alone (api/ration/v1), and concurrent calls have no
+// order between them.
 
-// DefaultMaxInflightWrites is Options.MaxInflightWrites' default: enough
+// DefaultMaxInflight is Options.MaxInflight' default: enough
 // requests per node to keep its raft pipeline busy (each shard keeps
 // entries in flight), few enough that a queue builds and batches under
-// load.
-const DefaultMaxInflightWrites = 8
+// load. Reads use the same bound.
+const DefaultMaxInflight = 8
 
-// coalescer is one endpoint's share of writes in flight and its queue.
-type coalescer struct {
-	ep  *endpoint
+// maxCoalesced is the most requests one coalesced call carries: the
+// server's limit for Batch and GetBalances alike.
+const maxCoalesced = MaxBatchOps
+
+// coalescer is one endpoint's share of calls of one kind in flight, and
+// the queue of those waiting for a place. Q is the single request, R its
+// answer.
+type coalescer[Q, R any] struct {
 	max int // calls in flight at once; 0 turns coalescing off
+	// one sends a request as its own call.
+	one func(context.Context, Q, []grpc.CallOption) (R, error)
+	// many sends several in one call: one answer or one error (a status,
+	// as one would have returned it) per request, or the call's error.
+	many func(context.Context, []Q, *metadata.MD) ([]R, []error, error)
 
 	mu       sync.Mutex
 	inflight int
-	queue    []*queuedWrite
+	queue    []*queued[Q, R]
+	// noMany is set once the node answered UNIMPLEMENTED to a many call
+	// (a node of an earlier release): its requests then go one by one.
+	noMany atomic.Bool
 }
 
-// queuedWrite is one attempt of a Grant or Deduct handed to a coalescer.
-type queuedWrite struct {
+// queued is one attempt handed to a coalescer.
+type queued[Q, R any] struct {
 	ctx  context.Context // the attempt's: its deadline bounds the call that carries it
-	op   *rationv1.Operation
+	req  Q
 	co   []grpc.CallOption
 	done chan struct{} // closed once res or err is set
-	res  *rationv1.OperationResult
+	res  R
 	err  error
 	// gone is set by the caller that stopped waiting and by the sender
-	// that took the write: whichever is first decides whether it is sent.
+	// that took the request: whichever is first decides whether it is sent.
 	gone atomic.Bool
 }
 
-// write sends op through ep, alone or in a Batch with other writes, and
-// returns its result, or the error the single call would have returned (a
-// gRPC status, with the API's details). co are the attempt's call options:
-// the trailer they ask for is the carrying call's.
-func (q *coalescer) write(ctx context.Context, op *rationv1.Operation, co []grpc.CallOption) (*rationv1.OperationResult, error) {
-	w := &queuedWrite{ctx: ctx, op: op, co: co, done: make(chan struct{})}
+// call sends req, alone or with others, and returns its answer, or the
+// error its own call would have returned (a gRPC status, with the API's
+// details). co are the attempt's call options: the trailer they ask for
+// is the carrying call's.
+func (q *coalescer[Q, R]) call(ctx context.Context, req Q, co []grpc.CallOption) (R, error) {
+	w := &queued[Q, R]{ctx: ctx, req: req, co: co, done: make(chan struct{})}
 	q.mu.Lock()
 	if q.max <= 0 || q.inflight < q.max {
 		q.inflight++
 		q.mu.Unlock()
 		w.gone.Store(true)
-		q.send([]*queuedWrite{w})
+		q.send([]*queued[Q, R]{w})
 		q.next()
 		return w.res, w.err
 	}
@@ -80,13 +94,14 @@ func (q *coalescer) write(ctx context.Context, op *rationv1.Operation, co []grpc
 	// Still queued, it is never sent and cannot apply; taken, take marked
 	// it sent. Either way the attempt ends with its context.
 	w.gone.CompareAndSwap(false, true)
-	return nil, status.FromContextError(ctx.Err()).Err()
+	var zero R
+	return zero, status.FromContextError(ctx.Err()).Err()
 }
 
-// next hands the place in flight that a call just gave back to the writes
-// queued meanwhile, as one Batch on a goroutine of its own (the caller
-// whose call ended has its answer and goes), or frees it.
-func (q *coalescer) next() {
+// next hands the place in flight that a call just gave back to the
+// requests queued meanwhile, as one call on a goroutine of its own (the
+// caller whose call ended has its answer and goes), or frees it.
+func (q *coalescer[Q, R]) next() {
 	q.mu.Lock()
 	ws := q.take()
 	if len(ws) == 0 {
@@ -101,12 +116,13 @@ func (q *coalescer) next() {
 	}()
 }
 
-// take removes up to MaxBatchOps queued writes that are still wanted and
-// marks them sent: from here on they may apply. Called with q.mu held.
-func (q *coalescer) take() []*queuedWrite {
-	var ws []*queuedWrite
+// take removes up to maxCoalesced queued requests that are still wanted
+// and marks them sent: from here on a write may apply. Called with q.mu
+// held.
+func (q *coalescer[Q, R]) take() []*queued[Q, R] {
+	var ws []*queued[Q, R]
 	n := 0
-	for n < len(q.queue) && len(ws) < MaxBatchOps {
+	for n < len(q.queue) && len(ws) < maxCoalesced {
 		w := q.queue[n]
 		n++
 		if w.gone.CompareAndSwap(false, true) {
@@ -122,28 +138,32 @@ func (q *coalescer) take() []*queuedWrite {
 	return ws
 }
 
-// send makes one call for ws: a lone write as itself, several as a Batch.
-func (q *coalescer) send(ws []*queuedWrite) {
+// send makes the call, or calls, for ws; a lone request goes as itself.
+func (q *coalescer[Q, R]) send(ws []*queued[Q, R]) {
 	defer func() {
 		for _, w := range ws {
 			close(w.done)
 		}
 	}()
-	if len(ws) == 1 {
-		w := ws[0]
-		w.res, w.err = q.single(w.ctx, w.op, w.co)
+	if len(ws) == 1 || q.noMany.Load() {
+		q.sendEach(ws)
 		return
 	}
 	ctx, cancel := batchContext(ws)
 	defer cancel()
-	req := &rationv1.BatchRequest{Operations: make([]*rationv1.Operation, len(ws))}
+	reqs := make([]Q, len(ws))
 	for i, w := range ws {
-		req.Operations[i] = w.op
+		reqs[i] = w.req
 	}
 	var md metadata.MD
-	resp, err := q.ep.ledger.Batch(ctx, req, grpc.Trailer(&md))
-	if err == nil && len(resp.GetResults()) != len(ws) {
-		err = status.Errorf(codes.Internal, "ration: batch: server returned %d results for %d operations", len(resp.GetResults()), len(ws))
+	res, errs, err := q.many(ctx, reqs, &md)
+	if status.Code(err) == codes.Unimplemented {
+		q.noMany.Store(true)
+		q.sendEach(ws)
+		return
+	}
+	if err == nil && (len(res) != len(ws) || len(errs) != len(ws)) {
+		err = status.Errorf(codes.Internal, "ration: server returned %d results for %d requests", len(res), len(ws))
 	}
 	for i, w := range ws {
 		setTrailer(w.co, md)
@@ -151,37 +171,28 @@ func (q *coalescer) send(ws []*queuedWrite) {
 			w.err = err
 			continue
 		}
-		w.res = resp.GetResults()[i]
-		if pe := w.res.GetError(); pe != nil {
-			w.res, w.err = nil, opStatus(pe)
-		}
+		w.res, w.err = res[i], errs[i]
 	}
 }
 
-// single sends one write as the call it is.
-func (q *coalescer) single(ctx context.Context, op *rationv1.Operation, co []grpc.CallOption) (*rationv1.OperationResult, error) {
-	switch v := op.GetOp().(type) {
-	case *rationv1.Operation_Grant:
-		resp, err := q.ep.ledger.Grant(ctx, v.Grant, co...)
-		if err != nil {
-			return nil, err
-		}
-		return &rationv1.OperationResult{Result: &rationv1.OperationResult_Grant{Grant: resp}}, nil
-	case *rationv1.Operation_Deduct:
-		resp, err := q.ep.ledger.Deduct(ctx, v.Deduct, co...)
-		if err != nil {
-			return nil, err
-		}
-		return &rationv1.OperationResult{Result: &rationv1.OperationResult_Deduct{Deduct: resp}}, nil
+// sendEach sends every request of ws as its own call, at once.
+func (q *coalescer[Q, R]) sendEach(ws []*queued[Q, R]) {
+	if len(ws) == 1 {
+		ws[0].res, ws[0].err = q.one(ws[0].ctx, ws[0].req, ws[0].co)
+		return
 	}
-	return nil, fmt.Errorf("ration: coalescer: operation %T", op.GetOp())
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { w.res, w.err = q.one(w.ctx, w.req, w.co) })
+	}
+	wg.Wait()
 }
 
 // batchContext is the context of a call that carries ws: it ends at the
 // earliest of their deadlines, so that no write is applied after its own
 // attempt gave up (nodes start no write past its deadline), and it is not
 // cancelled when one caller goes away, which would fail the others.
-func batchContext(ws []*queuedWrite) (context.Context, context.CancelFunc) {
+func batchContext[Q, R any](ws []*queued[Q, R]) (context.Context, context.CancelFunc) {
 	var first time.Time
 	for _, w := range ws {
 		if d, ok := w.ctx.Deadline(); ok && (first.IsZero() || d.Before(first)) {
@@ -203,4 +214,74 @@ func setTrailer(co []grpc.CallOption, md metadata.MD) {
 			*t.TrailerAddr = md
 		}
 	}
+}
+
+// The two kinds an endpoint coalesces.
+type (
+	writeCoalescer = coalescer[*rationv1.Operation, *rationv1.OperationResult]
+	readCoalescer  = coalescer[*rationv1.GetBalanceRequest, *rationv1.GetBalanceResponse]
+)
+
+// newCoalescers sets up ep's coalescers, max calls of each kind in flight.
+func (ep *endpoint) newCoalescers(max int) {
+	ep.writes = &writeCoalescer{max: max, one: ep.writeOne, many: ep.writeMany}
+	ep.reads = &readCoalescer{max: max, one: ep.readOne, many: ep.readMany}
+}
+
+// writeOne sends a Grant or Deduct as itself.
+func (ep *endpoint) writeOne(ctx context.Context, op *rationv1.Operation, co []grpc.CallOption) (*rationv1.OperationResult, error) {
+	switch v := op.GetOp().(type) {
+	case *rationv1.Operation_Grant:
+		resp, err := ep.ledger.Grant(ctx, v.Grant, co...)
+		if err != nil {
+			return nil, err
+		}
+		return &rationv1.OperationResult{Result: &rationv1.OperationResult_Grant{Grant: resp}}, nil
+	case *rationv1.Operation_Deduct:
+		resp, err := ep.ledger.Deduct(ctx, v.Deduct, co...)
+		if err != nil {
+			return nil, err
+		}
+		return &rationv1.OperationResult{Result: &rationv1.OperationResult_Deduct{Deduct: resp}}, nil
+	}
+	return nil, fmt.Errorf("ration: coalescer: operation %T", op.GetOp())
+}
+
+// writeMany sends writes as one Batch.
+func (ep *endpoint) writeMany(ctx context.Context, ops []*rationv1.Operation, md *metadata.MD) ([]*rationv1.OperationResult, []error, error) {
+	resp, err := ep.ledger.Batch(ctx, &rationv1.BatchRequest{Operations: ops}, grpc.Trailer(md))
+	if err != nil {
+		return nil, nil, err
+	}
+	res := resp.GetResults()
+	errs := make([]error, len(res))
+	for i, r := range res {
+		if pe := r.GetError(); pe != nil {
+			res[i], errs[i] = nil, opStatus(pe)
+		}
+	}
+	return res, errs, nil
+}
+
+// readOne sends a balance read as itself.
+func (ep *endpoint) readOne(ctx context.Context, req *rationv1.GetBalanceRequest, co []grpc.CallOption) (*rationv1.GetBalanceResponse, error) {
+	return ep.ledger.GetBalance(ctx, req, co...)
+}
+
+// readMany sends balance reads as one GetBalances.
+func (ep *endpoint) readMany(ctx context.Context, reqs []*rationv1.GetBalanceRequest, md *metadata.MD) ([]*rationv1.GetBalanceResponse, []error, error) {
+	resp, err := ep.ledger.GetBalances(ctx, &rationv1.GetBalancesRequest{Requests: reqs}, grpc.Trailer(md))
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]*rationv1.GetBalanceResponse, len(resp.GetResults()))
+	errs := make([]error, len(out))
+	for i, r := range resp.GetResults() {
+		if pe := r.GetError(); pe != nil {
+			errs[i] = opStatus(pe)
+			continue
+		}
+		out[i] = r.GetBalance()
+	}
+	return out, errs, nil
 }

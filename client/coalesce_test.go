@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ type gatedServer struct {
 	gate    chan struct{} // calls wait on it while closed is true
 	held    int
 	batches []int
+	reads   []int // the size of every GetBalances
+	// noReads answers GetBalances UNIMPLEMENTED, as a node of an earlier
+	// release does.
+	noReads bool
 }
 
 func startGated(t *testing.T) *gatedServer {
@@ -52,6 +57,13 @@ func (g *gatedServer) intercept(ctx context.Context, req any, info *grpc.UnarySe
 	g.mu.Lock()
 	if r, ok := req.(*rationv1.BatchRequest); ok {
 		g.batches = append(g.batches, len(r.GetOperations()))
+	}
+	if r, ok := req.(*rationv1.GetBalancesRequest); ok {
+		g.reads = append(g.reads, len(r.GetRequests()))
+		if g.noReads {
+			g.mu.Unlock()
+			return nil, status.Error(codes.Unimplemented, "unknown method GetBalances")
+		}
 	}
 	gate := g.gate
 	if g.closed {
@@ -88,6 +100,12 @@ func (g *gatedServer) heldCalls() int {
 	return g.held
 }
 
+func (g *gatedServer) readSizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.reads...)
+}
+
 func (g *gatedServer) batchSizes() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -106,8 +124,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func queued(c *Client) int {
-	q := &c.eps[0].writes
+func queuedWrites(c *Client) int {
+	q := c.eps[0].writes
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.queue)
+}
+
+func queuedReads(c *Client) int {
+	q := c.eps[0].reads
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.queue)
@@ -116,7 +141,7 @@ func queued(c *Client) int {
 func gatedClient(t *testing.T, g *gatedServer, inflight int) *Client {
 	t.Helper()
 	c, err := New(context.Background(), Options{
-		Endpoints: []string{g.addr}, DisableRouting: true, MaxInflightWrites: inflight,
+		Endpoints: []string{g.addr}, DisableRouting: true, MaxInflight: inflight,
 		Timeout: 5 * time.Second, RetryBudget: 5 * time.Second,
 		Backoff: Backoff{Base: time.Millisecond, Cap: 10 * time.Millisecond},
 	})
@@ -172,7 +197,7 @@ func TestCoalescedWrites(t *testing.T) {
 	wg.Go(func() {
 		_, grantErr = c.Grant(ctx, "carol", Grant{ID: "g2", Amount: 5, Timestamp: c0})
 	})
-	waitFor(t, "four queued writes", func() bool { return queued(c) == 4 })
+	waitFor(t, "four queued writes", func() bool { return queuedWrites(c) == 4 })
 	g.release()
 	wg.Wait()
 
@@ -233,7 +258,7 @@ func TestCoalescedCancelNotSent(t *testing.T) {
 			t.Errorf("kept: %v", err)
 		}
 	})
-	waitFor(t, "two queued writes", func() bool { return queued(c) == 2 })
+	waitFor(t, "two queued writes", func() bool { return queuedWrites(c) == 2 })
 	cancel()
 	var cancelled error
 	select {
@@ -254,7 +279,7 @@ func TestCoalescedCancelNotSent(t *testing.T) {
 	}
 }
 
-// TestCoalescingOff: a negative MaxInflightWrites sends every write alone.
+// TestCoalescingOff: a negative MaxInflight sends every write alone.
 func TestCoalescingOff(t *testing.T) {
 	g := startGated(t)
 	c := gatedClient(t, g, -1)
@@ -287,7 +312,7 @@ func TestBatchContextEarliestDeadline(t *testing.T) {
 	late, cancelLate := context.WithDeadline(context.Background(), now.Add(time.Hour))
 	defer cancelLate()
 	early, cancelEarly := context.WithDeadline(context.Background(), now.Add(time.Minute))
-	ws := []*queuedWrite{{ctx: late}, {ctx: early}, {ctx: context.Background()}}
+	ws := []*queued[*rationv1.Operation, *rationv1.OperationResult]{{ctx: late}, {ctx: early}, {ctx: context.Background()}}
 	ctx, cancel := batchContext(ws)
 	defer cancel()
 	if d, ok := ctx.Deadline(); !ok || !d.Equal(now.Add(time.Minute)) {
@@ -297,7 +322,7 @@ func TestBatchContextEarliestDeadline(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Errorf("cancelling one caller ended the call: %v", ctx.Err())
 	}
-	none, cancelNone := batchContext([]*queuedWrite{{ctx: context.Background()}})
+	none, cancelNone := batchContext([]*queued[*rationv1.Operation, *rationv1.OperationResult]{{ctx: context.Background()}})
 	defer cancelNone()
 	if _, ok := none.Deadline(); ok {
 		t.Error("no caller has a deadline, but the call has one")
@@ -323,5 +348,60 @@ func TestOpStatusRoundTrip(t *testing.T) {
 		if !strings.Contains(err.Error(), pe.GetMessage()) {
 			t.Errorf("%s: %v lost the message", pe.GetCode(), err)
 		}
+	}
+}
+
+// TestCoalescedReads: balance reads queued behind the places in flight
+// leave in one GetBalances, each with its own consistency and answer; a
+// node that does not know GetBalances gets them one by one.
+func TestCoalescedReads(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		t.Run(map[bool]string{false: "GetBalances", true: "earlier release"}[old], func(t *testing.T) {
+			g := startGated(t)
+			g.noReads = old
+			c := gatedClient(t, g, 1)
+			ctx := context.Background()
+			if _, err := c.Grant(ctx, "alice", Grant{ID: "g1", Amount: 10, Timestamp: c0}); err != nil {
+				t.Fatal(err)
+			}
+			g.hold()
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if _, err := c.Balance(ctx, "alice", nil); err != nil {
+					t.Errorf("first read: %v", err)
+				}
+			})
+			waitFor(t, "the first read held", func() bool { return g.heldCalls() == 1 })
+			at := c0 + 1
+			var (
+				alice, bob BalanceResult
+				errA, errB error
+				bad        error
+			)
+			wg.Go(func() { alice, errA = c.Balance(ctx, "alice", &at, Stale()) })
+			wg.Go(func() { bob, errB = c.Balance(ctx, "bob", &at) })
+			wg.Go(func() { _, bad = c.Balance(ctx, "b/o/b", &at) })
+			waitFor(t, "three queued reads", func() bool { return queuedReads(c) == 3 })
+			g.release()
+			wg.Wait()
+
+			// An earlier release is asked once, then read one by one.
+			if got := g.readSizes(); fmt.Sprint(got) != "[3]" {
+				t.Errorf("GetBalances calls carried %v reads, want one of 3", got)
+			}
+			if old && !c.eps[0].reads.noMany.Load() {
+				t.Error("UNIMPLEMENTED did not turn GetBalances off for the node")
+			}
+			if errA != nil || alice.Balance != 10 || alice.At != at {
+				t.Errorf("alice = %+v, %v; want 10 at %d", alice, errA, at)
+			}
+			if errB != nil || bob.Balance != 0 {
+				t.Errorf("bob = %+v, %v; want 0", bob, errB)
+			}
+			var inv *InvalidArgumentError
+			if !errors.As(bad, &inv) || inv.Field != "user" {
+				t.Errorf("bad user: %v, want InvalidArgumentError on field user", bad)
+			}
+		})
 	}
 }

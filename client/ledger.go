@@ -21,7 +21,7 @@ func (c *Client) Grant(ctx context.Context, user string, g Grant) (GrantResult, 
 	req := g.proto(user)
 	var resp *rationv1.GrantResponse
 	err := c.do(ctx, call{method: "Grant", write: true, op: "grant", id: g.ID, user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
-		res, err := ep.writes.write(ctx, &rationv1.Operation{Op: &rationv1.Operation_Grant{Grant: req}}, co)
+		res, err := ep.writes.call(ctx, &rationv1.Operation{Op: &rationv1.Operation_Grant{Grant: req}}, co)
 		resp = res.GetGrant()
 		return err
 	})
@@ -38,7 +38,7 @@ func (c *Client) Deduct(ctx context.Context, user string, d Deduction) (DeductRe
 	req := d.proto(user)
 	var resp *rationv1.DeductResponse
 	err := c.do(ctx, call{method: "Deduct", write: true, op: "deduct", id: d.ID, user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
-		res, err := ep.writes.write(ctx, &rationv1.Operation{Op: &rationv1.Operation_Deduct{Deduct: req}}, co)
+		res, err := ep.writes.call(ctx, &rationv1.Operation{Op: &rationv1.Operation_Deduct{Deduct: req}}, co)
 		resp = res.GetDeduct()
 		return err
 	})
@@ -76,7 +76,7 @@ func (c *Client) Balance(ctx context.Context, user string, at *int64, opts ...Re
 	var resp *rationv1.GetBalanceResponse
 	err := c.do(ctx, call{method: "GetBalance", user: user}, func(ctx context.Context, ep *endpoint, co []grpc.CallOption) error {
 		var err error
-		resp, err = ep.ledger.GetBalance(ctx, req, co...)
+		resp, err = ep.reads.call(ctx, req, co)
 		return err
 	})
 	if err != nil {

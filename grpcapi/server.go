@@ -7,6 +7,8 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,15 +96,53 @@ func stale(c rationv1.ReadConsistency) bool {
 
 func (s *ledgerServer) GetBalance(ctx context.Context, r *rationv1.GetBalanceRequest) (*rationv1.GetBalanceResponse, error) {
 	start := time.Now()
-	b, err := s.svc.Balance(ctx, r.GetUser(), r.At, stale(r.GetConsistency()))
-	var res *rationv1.GetBalanceResponse
-	if err == nil {
-		res = &rationv1.GetBalanceResponse{User: r.GetUser(), At: b.At, Balance: b.Balance, Grants: make([]*rationv1.GrantBalance, len(b.Grants))}
-		for i, g := range b.Grants {
-			res.Grants[i] = &rationv1.GrantBalance{Id: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
-		}
-	}
+	res, err := s.balance(ctx, r)
 	return res, s.done("balance", start, err)
+}
+
+// balance answers one balance read, alone or in a GetBalances call.
+func (s *ledgerServer) balance(ctx context.Context, r *rationv1.GetBalanceRequest) (*rationv1.GetBalanceResponse, error) {
+	b, err := s.svc.Balance(ctx, r.GetUser(), r.At, stale(r.GetConsistency()))
+	if err != nil {
+		return nil, err
+	}
+	res := &rationv1.GetBalanceResponse{User: r.GetUser(), At: b.At, Balance: b.Balance, Grants: make([]*rationv1.GrantBalance, len(b.Grants))}
+	for i, g := range b.Grants {
+		res.Grants[i] = &rationv1.GrantBalance{Id: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
+	}
+	return res, nil
+}
+
+// maxBalanceReads is the most reads one GetBalances call takes, as Batch
+// takes at most 1000 writes.
+const maxBalanceReads = 1000
+
+// GetBalances answers each read as GetBalance would, all at once: the
+// reads of different users wait on different actors (and, linearizable,
+// on their shards' read barriers, which coalesce), so one at a time would
+// add their waits up.
+func (s *ledgerServer) GetBalances(ctx context.Context, r *rationv1.GetBalancesRequest) (*rationv1.GetBalancesResponse, error) {
+	start := time.Now()
+	reqs := r.GetRequests()
+	if len(reqs) > maxBalanceReads {
+		err := &ledger.InvalidArgumentError{Field: "requests", Reason: fmt.Sprintf("more than %d requests", maxBalanceReads)}
+		return nil, s.done("balances", start, err)
+	}
+	res := &rationv1.GetBalancesResponse{Results: make([]*rationv1.BalanceResult, len(reqs))}
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Go(func() {
+			// Each goroutine owns its element of Results.
+			b, err := s.balance(ctx, req)
+			if err != nil {
+				res.Results[i] = &rationv1.BalanceResult{Result: &rationv1.BalanceResult_Error{Error: errorMessage(err)}}
+				return
+			}
+			res.Results[i] = &rationv1.BalanceResult{Result: &rationv1.BalanceResult_Balance{Balance: b}}
+		})
+	}
+	wg.Wait()
+	return res, s.done("balances", start, nil)
 }
 
 var kinds = map[ledger.EventKind]rationv1.EventKind{

@@ -131,3 +131,50 @@ func TestStatusDetailsAndBatch(t *testing.T) {
 		t.Fatalf("no leader: %v", err)
 	}
 }
+
+// TestGetBalances: each read is answered as GetBalance answers it, in
+// request order, with per-read errors; too many reads fail the call.
+func TestGetBalances(t *testing.T) {
+	c, rep := newClient(t)
+	ctx := context.Background()
+	if _, err := c.Grant(ctx, &rationv1.GrantRequest{User: "u", Id: "g", Amount: 10, Timestamp: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Deduct(ctx, &rationv1.DeductRequest{User: "u", Id: "d", Amount: 4, Timestamp: 5}); err != nil {
+		t.Fatal(err)
+	}
+	reqs := []*rationv1.GetBalanceRequest{
+		{User: "u", At: proto.Int64(4)},
+		{User: "u", At: proto.Int64(5), Consistency: rationv1.ReadConsistency_READ_CONSISTENCY_STALE},
+		{User: "nobody", At: proto.Int64(5)},
+		{User: "b/a/d"},
+	}
+	res, err := c.GetBalances(ctx, &rationv1.GetBalancesRequest{Requests: reqs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != len(reqs) {
+		t.Fatalf("%d results for %d reads", len(res.Results), len(reqs))
+	}
+	for i, want := range []int64{10, 6, 0} {
+		alone, err := c.GetBalance(ctx, reqs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Results[i].GetBalance(); !proto.Equal(got, alone) || got.Balance != want {
+			t.Errorf("read %d: %v, alone %v; want balance %d", i, got, alone, want)
+		}
+	}
+	if e := res.Results[3].GetError(); e == nil || e.Code != "INVALID_ARGUMENT" || e.Field != "user" {
+		t.Errorf("bad user: %v", res.Results[3])
+	}
+	rep.Unavailable.Store(true)
+	res, err = c.GetBalances(ctx, &rationv1.GetBalancesRequest{Requests: reqs[:1]})
+	if err != nil || res.Results[0].GetError().GetCode() != "UNAVAILABLE" {
+		t.Errorf("no leader: %v, %v; want the read's own UNAVAILABLE", res, err)
+	}
+	_, err = c.GetBalances(ctx, &rationv1.GetBalancesRequest{Requests: make([]*rationv1.GetBalanceRequest, 1001)})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || len(st.Details()) != 1 || st.Details()[0].(*rationv1.InvalidField).Field != "requests" {
+		t.Errorf("1001 reads: %v", err)
+	}
+}

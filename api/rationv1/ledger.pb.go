@@ -1140,6 +1140,185 @@ func (*Operation_Grant) isOperation_Op() {}
 
 func (*Operation_Deduct) isOperation_Op() {}
 
+// GetBalancesRequest carries the reads of a GetBalances call.
+type GetBalancesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reads, at most 1000. May be empty.
+	Requests      []*GetBalanceRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalancesRequest) Reset() {
+	*x = GetBalancesRequest{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalancesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalancesRequest) ProtoMessage() {}
+
+func (x *GetBalancesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalancesRequest.ProtoReflect.Descriptor instead.
+func (*GetBalancesRequest) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetBalancesRequest) GetRequests() []*GetBalanceRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// GetBalancesResponse has one result per read of the request, same order.
+type GetBalancesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results[i] is the answer to requests[i].
+	Results       []*BalanceResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBalancesResponse) Reset() {
+	*x = GetBalancesResponse{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBalancesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBalancesResponse) ProtoMessage() {}
+
+func (x *GetBalancesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBalancesResponse.ProtoReflect.Descriptor instead.
+func (*GetBalancesResponse) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetBalancesResponse) GetResults() []*BalanceResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BalanceResult is the answer to one read of a GetBalances call.
+type BalanceResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one is set.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*BalanceResult_Balance
+	//	*BalanceResult_Error
+	Result        isBalanceResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BalanceResult) Reset() {
+	*x = BalanceResult{}
+	mi := &file_ration_v1_ledger_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BalanceResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BalanceResult) ProtoMessage() {}
+
+func (x *BalanceResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ration_v1_ledger_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BalanceResult.ProtoReflect.Descriptor instead.
+func (*BalanceResult) Descriptor() ([]byte, []int) {
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BalanceResult) GetResult() isBalanceResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BalanceResult) GetBalance() *GetBalanceResponse {
+	if x != nil {
+		if x, ok := x.Result.(*BalanceResult_Balance); ok {
+			return x.Balance
+		}
+	}
+	return nil
+}
+
+func (x *BalanceResult) GetError() *Error {
+	if x != nil {
+		if x, ok := x.Result.(*BalanceResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isBalanceResult_Result interface {
+	isBalanceResult_Result()
+}
+
+type BalanceResult_Balance struct {
+	// The balance, as GetBalance returns it.
+	Balance *GetBalanceResponse `protobuf:"bytes,1,opt,name=balance,proto3,oneof"`
+}
+
+type BalanceResult_Error struct {
+	// The read failed, as GetBalance would have; see Error.
+	Error *Error `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*BalanceResult_Balance) isBalanceResult_Result() {}
+
+func (*BalanceResult_Error) isBalanceResult_Result() {}
+
 // BatchResponse has one result per operation of the request, same order.
 type BatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1151,7 +1330,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[13]
+	mi := &file_ration_v1_ledger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1342,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[13]
+	mi := &file_ration_v1_ledger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1355,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{13}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BatchResponse) GetResults() []*OperationResult {
@@ -1203,7 +1382,7 @@ type OperationResult struct {
 
 func (x *OperationResult) Reset() {
 	*x = OperationResult{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[14]
+	mi := &file_ration_v1_ledger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1394,7 @@ func (x *OperationResult) String() string {
 func (*OperationResult) ProtoMessage() {}
 
 func (x *OperationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[14]
+	mi := &file_ration_v1_ledger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1407,7 @@ func (x *OperationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperationResult.ProtoReflect.Descriptor instead.
 func (*OperationResult) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{14}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OperationResult) GetResult() isOperationResult_Result {
@@ -1314,7 +1493,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[15]
+	mi := &file_ration_v1_ledger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1505,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[15]
+	mi := &file_ration_v1_ledger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1518,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{15}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Error) GetCode() string {
@@ -1389,7 +1568,7 @@ type InsufficientCredits struct {
 
 func (x *InsufficientCredits) Reset() {
 	*x = InsufficientCredits{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[16]
+	mi := &file_ration_v1_ledger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1580,7 @@ func (x *InsufficientCredits) String() string {
 func (*InsufficientCredits) ProtoMessage() {}
 
 func (x *InsufficientCredits) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[16]
+	mi := &file_ration_v1_ledger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1593,7 @@ func (x *InsufficientCredits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsufficientCredits.ProtoReflect.Descriptor instead.
 func (*InsufficientCredits) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{16}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InsufficientCredits) GetDeductionId() string {
@@ -1453,7 +1632,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[17]
+	mi := &file_ration_v1_ledger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1644,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[17]
+	mi := &file_ration_v1_ledger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1657,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{17}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InvalidField) GetField() string {
@@ -1507,7 +1686,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[18]
+	mi := &file_ration_v1_ledger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1698,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[18]
+	mi := &file_ration_v1_ledger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1711,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{18}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1557,7 +1736,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[19]
+	mi := &file_ration_v1_ledger_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1748,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[19]
+	mi := &file_ration_v1_ledger_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1761,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{19}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1627,7 +1806,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[20]
+	mi := &file_ration_v1_ledger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1818,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[20]
+	mi := &file_ration_v1_ledger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1831,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{20}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Node) GetId() string {
@@ -1730,7 +1909,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[21]
+	mi := &file_ration_v1_ledger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1921,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[21]
+	mi := &file_ration_v1_ledger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1934,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Shard) GetId() uint32 {
@@ -1837,7 +2016,7 @@ type GetRoutingTableRequest struct {
 
 func (x *GetRoutingTableRequest) Reset() {
 	*x = GetRoutingTableRequest{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[22]
+	mi := &file_ration_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2028,7 @@ func (x *GetRoutingTableRequest) String() string {
 func (*GetRoutingTableRequest) ProtoMessage() {}
 
 func (x *GetRoutingTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[22]
+	mi := &file_ration_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2041,7 @@ func (x *GetRoutingTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoutingTableRequest.ProtoReflect.Descriptor instead.
 func (*GetRoutingTableRequest) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{22}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 // GetRoutingTableResponse is one node's view of the routing table.
@@ -1889,7 +2068,7 @@ type GetRoutingTableResponse struct {
 
 func (x *GetRoutingTableResponse) Reset() {
 	*x = GetRoutingTableResponse{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[23]
+	mi := &file_ration_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2080,7 @@ func (x *GetRoutingTableResponse) String() string {
 func (*GetRoutingTableResponse) ProtoMessage() {}
 
 func (x *GetRoutingTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[23]
+	mi := &file_ration_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2093,7 @@ func (x *GetRoutingTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoutingTableResponse.ProtoReflect.Descriptor instead.
 func (*GetRoutingTableResponse) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{23}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRoutingTableResponse) GetNodeId() string {
@@ -1965,7 +2144,7 @@ type RoutingNode struct {
 
 func (x *RoutingNode) Reset() {
 	*x = RoutingNode{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[24]
+	mi := &file_ration_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2156,7 @@ func (x *RoutingNode) String() string {
 func (*RoutingNode) ProtoMessage() {}
 
 func (x *RoutingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[24]
+	mi := &file_ration_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2169,7 @@ func (x *RoutingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingNode.ProtoReflect.Descriptor instead.
 func (*RoutingNode) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{24}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RoutingNode) GetId() string {
@@ -2027,7 +2206,7 @@ type ShardRoute struct {
 
 func (x *ShardRoute) Reset() {
 	*x = ShardRoute{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[25]
+	mi := &file_ration_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2218,7 @@ func (x *ShardRoute) String() string {
 func (*ShardRoute) ProtoMessage() {}
 
 func (x *ShardRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[25]
+	mi := &file_ration_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2231,7 @@ func (x *ShardRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRoute.ProtoReflect.Descriptor instead.
 func (*ShardRoute) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{25}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShardRoute) GetId() uint32 {
@@ -2105,7 +2284,7 @@ type RouteHint struct {
 
 func (x *RouteHint) Reset() {
 	*x = RouteHint{}
-	mi := &file_ration_v1_ledger_proto_msgTypes[26]
+	mi := &file_ration_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2296,7 @@ func (x *RouteHint) String() string {
 func (*RouteHint) ProtoMessage() {}
 
 func (x *RouteHint) ProtoReflect() protoreflect.Message {
-	mi := &file_ration_v1_ledger_proto_msgTypes[26]
+	mi := &file_ration_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2309,7 @@ func (x *RouteHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteHint.ProtoReflect.Descriptor instead.
 func (*RouteHint) Descriptor() ([]byte, []int) {
-	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_ration_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RouteHint) GetShard() uint32 {
@@ -2247,7 +2426,15 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\tOperation\x12/\n" +
 	"\x05grant\x18\x01 \x01(\v2\x17.ration.v1.GrantRequestH\x00R\x05grant\x122\n" +
 	"\x06deduct\x18\x02 \x01(\v2\x18.ration.v1.DeductRequestH\x00R\x06deductB\x04\n" +
-	"\x02op\"E\n" +
+	"\x02op\"N\n" +
+	"\x12GetBalancesRequest\x128\n" +
+	"\brequests\x18\x01 \x03(\v2\x1c.ration.v1.GetBalanceRequestR\brequests\"I\n" +
+	"\x13GetBalancesResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.ration.v1.BalanceResultR\aresults\"~\n" +
+	"\rBalanceResult\x129\n" +
+	"\abalance\x18\x01 \x01(\v2\x1d.ration.v1.GetBalanceResponseH\x00R\abalance\x12(\n" +
+	"\x05error\x18\x02 \x01(\v2\x10.ration.v1.ErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"E\n" +
 	"\rBatchResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.ration.v1.OperationResultR\aresults\"\xac\x01\n" +
 	"\x0fOperationResult\x120\n" +
@@ -2323,7 +2510,7 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_KIND_GRANT\x10\x01\x12\x18\n" +
 	"\x14EVENT_KIND_DEDUCTION\x10\x02\x12\x19\n" +
-	"\x15EVENT_KIND_EXPIRATION\x10\x032\xd5\x02\n" +
+	"\x15EVENT_KIND_EXPIRATION\x10\x032\xa3\x03\n" +
 	"\x06Ledger\x12:\n" +
 	"\x05Grant\x12\x17.ration.v1.GrantRequest\x1a\x18.ration.v1.GrantResponse\x12=\n" +
 	"\x06Deduct\x12\x18.ration.v1.DeductRequest\x1a\x19.ration.v1.DeductResponse\x12I\n" +
@@ -2331,7 +2518,8 @@ const file_ration_v1_ledger_proto_rawDesc = "" +
 	"GetBalance\x12\x1c.ration.v1.GetBalanceRequest\x1a\x1d.ration.v1.GetBalanceResponse\x12I\n" +
 	"\n" +
 	"ListEvents\x12\x1c.ration.v1.ListEventsRequest\x1a\x1d.ration.v1.ListEventsResponse\x12:\n" +
-	"\x05Batch\x12\x17.ration.v1.BatchRequest\x1a\x18.ration.v1.BatchResponse2F\n" +
+	"\x05Batch\x12\x17.ration.v1.BatchRequest\x1a\x18.ration.v1.BatchResponse\x12L\n" +
+	"\vGetBalances\x12\x1d.ration.v1.GetBalancesRequest\x1a\x1e.ration.v1.GetBalancesResponse2F\n" +
 	"\x05Admin\x12=\n" +
 	"\x06Status\x12\x18.ration.v1.StatusRequest\x1a\x19.ration.v1.StatusResponse2c\n" +
 	"\aRouting\x12X\n" +
@@ -2350,7 +2538,7 @@ func file_ration_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ration_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ration_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ration_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_ration_v1_ledger_proto_goTypes = []any{
 	(ReadConsistency)(0),            // 0: ration.v1.ReadConsistency
 	(EventKind)(0),                  // 1: ration.v1.EventKind
@@ -2367,20 +2555,23 @@ var file_ration_v1_ledger_proto_goTypes = []any{
 	(*Event)(nil),                   // 12: ration.v1.Event
 	(*BatchRequest)(nil),            // 13: ration.v1.BatchRequest
 	(*Operation)(nil),               // 14: ration.v1.Operation
-	(*BatchResponse)(nil),           // 15: ration.v1.BatchResponse
-	(*OperationResult)(nil),         // 16: ration.v1.OperationResult
-	(*Error)(nil),                   // 17: ration.v1.Error
-	(*InsufficientCredits)(nil),     // 18: ration.v1.InsufficientCredits
-	(*InvalidField)(nil),            // 19: ration.v1.InvalidField
-	(*StatusRequest)(nil),           // 20: ration.v1.StatusRequest
-	(*StatusResponse)(nil),          // 21: ration.v1.StatusResponse
-	(*Node)(nil),                    // 22: ration.v1.Node
-	(*Shard)(nil),                   // 23: ration.v1.Shard
-	(*GetRoutingTableRequest)(nil),  // 24: ration.v1.GetRoutingTableRequest
-	(*GetRoutingTableResponse)(nil), // 25: ration.v1.GetRoutingTableResponse
-	(*RoutingNode)(nil),             // 26: ration.v1.RoutingNode
-	(*ShardRoute)(nil),              // 27: ration.v1.ShardRoute
-	(*RouteHint)(nil),               // 28: ration.v1.RouteHint
+	(*GetBalancesRequest)(nil),      // 15: ration.v1.GetBalancesRequest
+	(*GetBalancesResponse)(nil),     // 16: ration.v1.GetBalancesResponse
+	(*BalanceResult)(nil),           // 17: ration.v1.BalanceResult
+	(*BatchResponse)(nil),           // 18: ration.v1.BatchResponse
+	(*OperationResult)(nil),         // 19: ration.v1.OperationResult
+	(*Error)(nil),                   // 20: ration.v1.Error
+	(*InsufficientCredits)(nil),     // 21: ration.v1.InsufficientCredits
+	(*InvalidField)(nil),            // 22: ration.v1.InvalidField
+	(*StatusRequest)(nil),           // 23: ration.v1.StatusRequest
+	(*StatusResponse)(nil),          // 24: ration.v1.StatusResponse
+	(*Node)(nil),                    // 25: ration.v1.Node
+	(*Shard)(nil),                   // 26: ration.v1.Shard
+	(*GetRoutingTableRequest)(nil),  // 27: ration.v1.GetRoutingTableRequest
+	(*GetRoutingTableResponse)(nil), // 28: ration.v1.GetRoutingTableResponse
+	(*RoutingNode)(nil),             // 29: ration.v1.RoutingNode
+	(*ShardRoute)(nil),              // 30: ration.v1.ShardRoute
+	(*RouteHint)(nil),               // 31: ration.v1.RouteHint
 }
 var file_ration_v1_ledger_proto_depIdxs = []int32{
 	6,  // 0: ration.v1.DeductResponse.allocations:type_name -> ration.v1.Allocation
@@ -2393,34 +2584,40 @@ var file_ration_v1_ledger_proto_depIdxs = []int32{
 	14, // 7: ration.v1.BatchRequest.operations:type_name -> ration.v1.Operation
 	2,  // 8: ration.v1.Operation.grant:type_name -> ration.v1.GrantRequest
 	4,  // 9: ration.v1.Operation.deduct:type_name -> ration.v1.DeductRequest
-	16, // 10: ration.v1.BatchResponse.results:type_name -> ration.v1.OperationResult
-	3,  // 11: ration.v1.OperationResult.grant:type_name -> ration.v1.GrantResponse
-	5,  // 12: ration.v1.OperationResult.deduct:type_name -> ration.v1.DeductResponse
-	17, // 13: ration.v1.OperationResult.error:type_name -> ration.v1.Error
-	18, // 14: ration.v1.Error.insufficient:type_name -> ration.v1.InsufficientCredits
-	22, // 15: ration.v1.StatusResponse.nodes:type_name -> ration.v1.Node
-	23, // 16: ration.v1.StatusResponse.shards:type_name -> ration.v1.Shard
-	26, // 17: ration.v1.GetRoutingTableResponse.nodes:type_name -> ration.v1.RoutingNode
-	27, // 18: ration.v1.GetRoutingTableResponse.shards:type_name -> ration.v1.ShardRoute
-	2,  // 19: ration.v1.Ledger.Grant:input_type -> ration.v1.GrantRequest
-	4,  // 20: ration.v1.Ledger.Deduct:input_type -> ration.v1.DeductRequest
-	7,  // 21: ration.v1.Ledger.GetBalance:input_type -> ration.v1.GetBalanceRequest
-	10, // 22: ration.v1.Ledger.ListEvents:input_type -> ration.v1.ListEventsRequest
-	13, // 23: ration.v1.Ledger.Batch:input_type -> ration.v1.BatchRequest
-	20, // 24: ration.v1.Admin.Status:input_type -> ration.v1.StatusRequest
-	24, // 25: ration.v1.Routing.GetRoutingTable:input_type -> ration.v1.GetRoutingTableRequest
-	3,  // 26: ration.v1.Ledger.Grant:output_type -> ration.v1.GrantResponse
-	5,  // 27: ration.v1.Ledger.Deduct:output_type -> ration.v1.DeductResponse
-	8,  // 28: ration.v1.Ledger.GetBalance:output_type -> ration.v1.GetBalanceResponse
-	11, // 29: ration.v1.Ledger.ListEvents:output_type -> ration.v1.ListEventsResponse
-	15, // 30: ration.v1.Ledger.Batch:output_type -> ration.v1.BatchResponse
-	21, // 31: ration.v1.Admin.Status:output_type -> ration.v1.StatusResponse
-	25, // 32: ration.v1.Routing.GetRoutingTable:output_type -> ration.v1.GetRoutingTableResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 10: ration.v1.GetBalancesRequest.requests:type_name -> ration.v1.GetBalanceRequest
+	17, // 11: ration.v1.GetBalancesResponse.results:type_name -> ration.v1.BalanceResult
+	8,  // 12: ration.v1.BalanceResult.balance:type_name -> ration.v1.GetBalanceResponse
+	20, // 13: ration.v1.BalanceResult.error:type_name -> ration.v1.Error
+	19, // 14: ration.v1.BatchResponse.results:type_name -> ration.v1.OperationResult
+	3,  // 15: ration.v1.OperationResult.grant:type_name -> ration.v1.GrantResponse
+	5,  // 16: ration.v1.OperationResult.deduct:type_name -> ration.v1.DeductResponse
+	20, // 17: ration.v1.OperationResult.error:type_name -> ration.v1.Error
+	21, // 18: ration.v1.Error.insufficient:type_name -> ration.v1.InsufficientCredits
+	25, // 19: ration.v1.StatusResponse.nodes:type_name -> ration.v1.Node
+	26, // 20: ration.v1.StatusResponse.shards:type_name -> ration.v1.Shard
+	29, // 21: ration.v1.GetRoutingTableResponse.nodes:type_name -> ration.v1.RoutingNode
+	30, // 22: ration.v1.GetRoutingTableResponse.shards:type_name -> ration.v1.ShardRoute
+	2,  // 23: ration.v1.Ledger.Grant:input_type -> ration.v1.GrantRequest
+	4,  // 24: ration.v1.Ledger.Deduct:input_type -> ration.v1.DeductRequest
+	7,  // 25: ration.v1.Ledger.GetBalance:input_type -> ration.v1.GetBalanceRequest
+	10, // 26: ration.v1.Ledger.ListEvents:input_type -> ration.v1.ListEventsRequest
+	13, // 27: ration.v1.Ledger.Batch:input_type -> ration.v1.BatchRequest
+	15, // 28: ration.v1.Ledger.GetBalances:input_type -> ration.v1.GetBalancesRequest
+	23, // 29: ration.v1.Admin.Status:input_type -> ration.v1.StatusRequest
+	27, // 30: ration.v1.Routing.GetRoutingTable:input_type -> ration.v1.GetRoutingTableRequest
+	3,  // 31: ration.v1.Ledger.Grant:output_type -> ration.v1.GrantResponse
+	5,  // 32: ration.v1.Ledger.Deduct:output_type -> ration.v1.DeductResponse
+	8,  // 33: ration.v1.Ledger.GetBalance:output_type -> ration.v1.GetBalanceResponse
+	11, // 34: ration.v1.Ledger.ListEvents:output_type -> ration.v1.ListEventsResponse
+	18, // 35: ration.v1.Ledger.Batch:output_type -> ration.v1.BatchResponse
+	16, // 36: ration.v1.Ledger.GetBalances:output_type -> ration.v1.GetBalancesResponse
+	24, // 37: ration.v1.Admin.Status:output_type -> ration.v1.StatusResponse
+	28, // 38: ration.v1.Routing.GetRoutingTable:output_type -> ration.v1.GetRoutingTableResponse
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_ration_v1_ledger_proto_init() }
@@ -2437,7 +2634,11 @@ func file_ration_v1_ledger_proto_init() {
 		(*Operation_Grant)(nil),
 		(*Operation_Deduct)(nil),
 	}
-	file_ration_v1_ledger_proto_msgTypes[14].OneofWrappers = []any{
+	file_ration_v1_ledger_proto_msgTypes[15].OneofWrappers = []any{
+		(*BalanceResult_Balance)(nil),
+		(*BalanceResult_Error)(nil),
+	}
+	file_ration_v1_ledger_proto_msgTypes[17].OneofWrappers = []any{
 		(*OperationResult_Grant)(nil),
 		(*OperationResult_Deduct)(nil),
 		(*OperationResult_Error)(nil),
@@ -2448,7 +2649,7 @@ func file_ration_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ration_v1_ledger_proto_rawDesc), len(file_ration_v1_ledger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -41,11 +41,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Ledger_Grant_FullMethodName      = "/ration.v1.Ledger/Grant"
-	Ledger_Deduct_FullMethodName     = "/ration.v1.Ledger/Deduct"
-	Ledger_GetBalance_FullMethodName = "/ration.v1.Ledger/GetBalance"
-	Ledger_ListEvents_FullMethodName = "/ration.v1.Ledger/ListEvents"
-	Ledger_Batch_FullMethodName      = "/ration.v1.Ledger/Batch"
+	Ledger_Grant_FullMethodName       = "/ration.v1.Ledger/Grant"
+	Ledger_Deduct_FullMethodName      = "/ration.v1.Ledger/Deduct"
+	Ledger_GetBalance_FullMethodName  = "/ration.v1.Ledger/GetBalance"
+	Ledger_ListEvents_FullMethodName  = "/ration.v1.Ledger/ListEvents"
+	Ledger_Batch_FullMethodName       = "/ration.v1.Ledger/Batch"
+	Ledger_GetBalances_FullMethodName = "/ration.v1.Ledger/GetBalances"
 )
 
 // LedgerClient is the client API for Ledger service.
@@ -122,6 +123,20 @@ type LedgerClient interface {
 	// As with single writes, retrying a batch (or just its failed operations)
 	// with the same ids is safe.
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
+	// GetBalances answers up to 1000 balance reads, possibly for different
+	// users, instants and consistencies, in one call.
+	//
+	// Each read is answered exactly as GetBalance would answer it alone, with
+	// its own consistency: a linearizable one reflects every write
+	// acknowledged before this call started. Reads fail on their own; a
+	// failed read neither stops nor changes the others. The response has one
+	// result per request, in request order. The Go client sends concurrent
+	// GetBalance calls to a node this way when several are in flight.
+	//
+	// The call itself fails with INVALID_ARGUMENT (field "requests") when
+	// there are more than 1000 requests; every other failure is reported per
+	// request in BalanceResult.error.
+	GetBalances(ctx context.Context, in *GetBalancesRequest, opts ...grpc.CallOption) (*GetBalancesResponse, error)
 }
 
 type ledgerClient struct {
@@ -176,6 +191,16 @@ func (c *ledgerClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BatchResponse)
 	err := c.cc.Invoke(ctx, Ledger_Batch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerClient) GetBalances(ctx context.Context, in *GetBalancesRequest, opts ...grpc.CallOption) (*GetBalancesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBalancesResponse)
+	err := c.cc.Invoke(ctx, Ledger_GetBalances_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +281,20 @@ type LedgerServer interface {
 	// As with single writes, retrying a batch (or just its failed operations)
 	// with the same ids is safe.
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
+	// GetBalances answers up to 1000 balance reads, possibly for different
+	// users, instants and consistencies, in one call.
+	//
+	// Each read is answered exactly as GetBalance would answer it alone, with
+	// its own consistency: a linearizable one reflects every write
+	// acknowledged before this call started. Reads fail on their own; a
+	// failed read neither stops nor changes the others. The response has one
+	// result per request, in request order. The Go client sends concurrent
+	// GetBalance calls to a node this way when several are in flight.
+	//
+	// The call itself fails with INVALID_ARGUMENT (field "requests") when
+	// there are more than 1000 requests; every other failure is reported per
+	// request in BalanceResult.error.
+	GetBalances(context.Context, *GetBalancesRequest) (*GetBalancesResponse, error)
 	mustEmbedUnimplementedLedgerServer()
 }
 
@@ -280,6 +319,9 @@ func (UnimplementedLedgerServer) ListEvents(context.Context, *ListEventsRequest)
 }
 func (UnimplementedLedgerServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedLedgerServer) GetBalances(context.Context, *GetBalancesRequest) (*GetBalancesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBalances not implemented")
 }
 func (UnimplementedLedgerServer) mustEmbedUnimplementedLedgerServer() {}
 func (UnimplementedLedgerServer) testEmbeddedByValue()                {}
@@ -392,6 +434,24 @@ func _Ledger_Batch_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Ledger_GetBalances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBalancesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerServer).GetBalances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Ledger_GetBalances_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerServer).GetBalances(ctx, req.(*GetBalancesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Ledger_ServiceDesc is the grpc.ServiceDesc for Ledger service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -418,6 +478,10 @@ var Ledger_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Batch",
 			Handler:    _Ledger_Batch_Handler,
+		},
+		{
+			MethodName: "GetBalances",
+			Handler:    _Ledger_GetBalances_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -141,7 +141,7 @@ func Start(ctx context.Context, g *procs.Group, cfg Config) (*Cluster, error) {
 		c.Stop()
 		return nil, fmt.Errorf("ration: %w", err)
 	}
-	if c.alone, err = client.New(ctx, client.Options{Endpoints: eps, MaxInflightWrites: -1}); err != nil {
+	if c.alone, err = client.New(ctx, client.Options{Endpoints: eps, MaxInflight: -1}); err != nil {
 		c.client.Close()
 		c.Stop()
 		return nil, fmt.Errorf("ration: %w", err)

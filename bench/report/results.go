@@ -22,7 +22,7 @@ const (
 const (
 	LoadWrite = "write" // one write per call, closed loop
 	// LoadAlone is LoadWrite with every call sent alone: Ration's client
-	// without coalescing (client.Options.MaxInflightWrites < 0), to show
+	// without coalescing (client.Options.MaxInflight < 0), to show
 	// what coalescing concurrent calls into Batch calls brings.
 	LoadAlone = "write-alone"
 	LoadBatch = "batch" // a batch of writes per call, closed loop

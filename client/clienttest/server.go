@@ -315,6 +315,10 @@ func (f *faulty) Batch(ctx context.Context, r *rationv1.BatchRequest) (*rationv1
 	return run(ctx, f.s, "Batch", func() (*rationv1.BatchResponse, error) { return f.s.Batch(ctx, r) })
 }
 
+func (f *faulty) GetBalances(ctx context.Context, r *rationv1.GetBalancesRequest) (*rationv1.GetBalancesResponse, error) {
+	return run(ctx, f.s, "GetBalances", func() (*rationv1.GetBalancesResponse, error) { return f.s.GetBalances(ctx, r) })
+}
+
 type faultyAdmin struct {
 	rationv1.UnimplementedAdminServer
 	s *Server
@@ -675,7 +679,32 @@ func toStatus(err error) error {
 }
 
 // opError is toStatus for a batch operation.
+// GetBalances answers each read as GetBalance does.
+func (s *Server) GetBalances(ctx context.Context, r *rationv1.GetBalancesRequest) (*rationv1.GetBalancesResponse, error) {
+	if len(r.GetRequests()) > 1000 {
+		return nil, toStatus(&ledger.InvalidArgumentError{Field: "requests", Reason: "more than 1000 requests"})
+	}
+	resp := &rationv1.GetBalancesResponse{Results: make([]*rationv1.BalanceResult, len(r.GetRequests()))}
+	for i, q := range r.GetRequests() {
+		b, err := s.GetBalance(ctx, q)
+		if verr := validUser(q.GetUser()); verr != nil {
+			err = verr // the typed error, which carries the field
+		}
+		if err != nil {
+			resp.Results[i] = &rationv1.BalanceResult{Result: &rationv1.BalanceResult_Error{Error: errorOf(err)}}
+			continue
+		}
+		resp.Results[i] = &rationv1.BalanceResult{Result: &rationv1.BalanceResult_Balance{Balance: b}}
+	}
+	return resp, nil
+}
+
 func opError(err error) *rationv1.OperationResult {
+	return &rationv1.OperationResult{Result: &rationv1.OperationResult_Error{Error: errorOf(err)}}
+}
+
+// errorOf is the inline Error of one operation or read that failed.
+func errorOf(err error) *rationv1.Error {
 	pe := &rationv1.Error{Message: err.Error()}
 	var (
 		inv *ledger.InvalidArgumentError
@@ -692,7 +721,7 @@ func opError(err error) *rationv1.OperationResult {
 	default:
 		pe.Code = codeName(status.Code(err))
 	}
-	return &rationv1.OperationResult{Result: &rationv1.OperationResult_Error{Error: pe}}
+	return pe
 }
 
 // codeName is the canonical upper-snake name of c, as google.rpc.Code

@@ -163,24 +163,35 @@ func (s *Service) shardsOf(req any) []uint32 {
 	case user:
 		return []uint32{shardhash.Of(r.GetUser(), s.cfg.Shards)}
 	case *rationv1.BatchRequest:
-		seen := make([]bool, max(s.cfg.Shards, 1))
-		var out []uint32
-		for _, op := range r.GetOperations() {
-			var u string
-			switch o := op.GetOp().(type) {
-			case *rationv1.Operation_Grant:
-				u = o.Grant.GetUser()
-			case *rationv1.Operation_Deduct:
-				u = o.Deduct.GetUser()
-			default:
-				continue
+		return s.distinct(func(yield func(string)) {
+			for _, op := range r.GetOperations() {
+				switch o := op.GetOp().(type) {
+				case *rationv1.Operation_Grant:
+					yield(o.Grant.GetUser())
+				case *rationv1.Operation_Deduct:
+					yield(o.Deduct.GetUser())
+				}
 			}
-			if sh := shardhash.Of(u, s.cfg.Shards); !seen[sh] {
-				seen[sh] = true
-				out = append(out, sh)
+		})
+	case *rationv1.GetBalancesRequest:
+		return s.distinct(func(yield func(string)) {
+			for _, q := range r.GetRequests() {
+				yield(q.GetUser())
 			}
-		}
-		return out
+		})
 	}
 	return nil
+}
+
+// distinct lists the distinct shards of the users that users yields.
+func (s *Service) distinct(users func(yield func(string))) []uint32 {
+	seen := make([]bool, max(s.cfg.Shards, 1))
+	var out []uint32
+	users(func(u string) {
+		if sh := shardhash.Of(u, s.cfg.Shards); !seen[sh] {
+			seen[sh] = true
+			out = append(out, sh)
+		}
+	})
+	return out
 }

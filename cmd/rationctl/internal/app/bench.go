@@ -54,6 +54,7 @@ type benchOptions struct {
 	rate     float64
 	initial  int64
 	batch    int
+	stale    bool
 }
 
 func (a *App) benchCommand() *cobra.Command {
@@ -111,7 +112,7 @@ said no, e.g. insufficient credits) and error (no answer).`,
 				if err != nil {
 					return err
 				}
-				drv = grpcDriver{c}
+				drv = grpcDriver{c: c, stale: o.stale}
 			case protoHTTP:
 				drv = newHTTPDriver(o.httpAddr, o.clients, a.g.timeout, a.g.retryBudget)
 			default:
@@ -131,6 +132,7 @@ said no, e.g. insufficient credits) and error (no answer).`,
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP API address (host:port or URL) for --protocol http")
 	f.Float64Var(&o.rate, "rate", 0, "total operations per second; 0 means as fast as the clients go")
 	f.Int64Var(&o.initial, "initial-credits", 1<<40, "credits granted to each user before the run")
+	f.BoolVar(&o.stale, "stale", false, "balance reads that any replica may answer (gRPC only)")
 	f.IntVar(&o.batch, "batch", 1, "operations per grant or deduction call, sent as one Batch (gRPC only)")
 	return cmd
 }
@@ -185,7 +187,10 @@ type benchDriver interface {
 	close() error
 }
 
-type grpcDriver struct{ c *client.Client }
+type grpcDriver struct {
+	c     *client.Client
+	stale bool
+}
 
 func (d grpcDriver) setup(ctx context.Context, ops []client.Op, _ int) error {
 	res, err := d.c.Batch(ctx, ops)
@@ -211,7 +216,11 @@ func (d grpcDriver) deduct(ctx context.Context, user string, dd client.Deduction
 }
 
 func (d grpcDriver) balance(ctx context.Context, user string) error {
-	_, err := d.c.Balance(ctx, user, nil)
+	var opts []client.ReadOption
+	if d.stale {
+		opts = append(opts, client.Stale())
+	}
+	_, err := d.c.Balance(ctx, user, nil, opts...)
 	return err
 }
 

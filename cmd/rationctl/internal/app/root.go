@@ -167,7 +167,7 @@ absolute times to repeat a command: "now" and offsets resolve anew.`,
 	pf.StringVar(&a.g.keyFile, "key", "", "private key (PEM) of --cert")
 	pf.StringVar(&a.g.serverName, "server-name", "", "name the nodes' certificate must carry, when --addr names them otherwise (a port-forward); implies --tls")
 	pf.BoolVarP(&a.g.verbose, "verbose", "v", false, "log retries on stderr")
-	pf.IntVar(&a.g.inflight, "max-inflight-writes", client.DefaultMaxInflightWrites, "grants and deductions in flight to one node; more wait and leave together in one Batch call (negative: send every write alone)")
+	pf.IntVar(&a.g.inflight, "max-inflight", client.DefaultMaxInflight, "writes, and balance reads, in flight to one node; more wait and leave together in one Batch (or GetBalances) call (negative: send every call alone)")
 	pf.BoolVar(&a.g.noRouting, "no-routing", false, "send every call to the --addr nodes, which forward it, instead of straight to the leader of its user's shard (routing needs the nodes' advertised gRPC addresses to be reachable)")
 
 	root.AddCommand(
@@ -242,12 +242,12 @@ func (a *App) dial(ctx context.Context) (*client.Client, error) {
 		return nil, err
 	}
 	opts := client.Options{
-		Endpoints:         eps,
-		TLS:               tlsCfg,
-		Timeout:           a.g.timeout,
-		RetryBudget:       a.g.retryBudget,
-		DisableRouting:    a.g.noRouting,
-		MaxInflightWrites: a.g.inflight,
+		Endpoints:      eps,
+		TLS:            tlsCfg,
+		Timeout:        a.g.timeout,
+		RetryBudget:    a.g.retryBudget,
+		DisableRouting: a.g.noRouting,
+		MaxInflight:    a.g.inflight,
 	}
 	if a.g.verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
