@@ -16,8 +16,8 @@ import (
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/actors/actorstest"
 	rationv1 "github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/internal/contract"
 	"github.com/ration/ration/service"
-	"github.com/ration/ration/test/contract"
 )
 
 func newClient(t *testing.T) (rationv1.LedgerClient, *actorstest.Replica) {

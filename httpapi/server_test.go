@@ -13,8 +13,8 @@ import (
 
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/actors/actorstest"
+	"github.com/ration/ration/internal/contract"
 	"github.com/ration/ration/service"
-	"github.com/ration/ration/test/contract"
 )
 
 type fixture struct {

@@ -16,9 +16,9 @@ import (
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/actors/actorstest"
 	"github.com/ration/ration/httpapi"
+	"github.com/ration/ration/internal/contract"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
-	"github.com/ration/ration/test/contract"
 )
 
 // world is the cluster as every fake node sees it: who leads each shard,

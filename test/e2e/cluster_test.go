@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ration/ration/client"
-	"github.com/ration/ration/test/contract"
+	"github.com/ration/ration/internal/contract"
 )
 
 // newCluster starts n real nodes on 127.0.0.1 that join each other and

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ration/ration/test/contract"
+	"github.com/ration/ration/internal/contract"
 )
 
 // Every scenario of the shared vectors through the HTTP API of a real

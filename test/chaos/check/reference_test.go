@@ -3,8 +3,8 @@ package check
 import (
 	"testing"
 
+	"github.com/ration/ration/internal/contract"
 	"github.com/ration/ration/test/chaos/history"
-	"github.com/ration/ration/test/contract"
 )
 
 // TestReferenceAgreesWithContract replays the shared contract vectors
