@@ -3,9 +3,21 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 PKGS := ./...
+# test/ is a Go module of its own (github.com/ration/ration/test, replacing
+# the production module with ../), so that what only its real-process tests
+# use (Kubernetes' API types, kustomize, porcupine) stays out of go.mod.
+# Its packages are built and tested from inside it: `cd test && go test
+# ./e2e/`. Those tests build cmd/node there (test/go.mod lists it as a tool
+# so that tidy keeps what building it needs), and lint checks that this
+# node is built from the same module versions as the one that ships.
+# bench/ is another module (etcd, pgx, gonum plot). Each module's go.mod
+# and go.sum must be what `go mod tidy` makes of them.
+TEST_PKGS := ./...
+MODULES := . test bench
+NODE_MODULES := list -deps -f '{{with .Module}}{{if not (or .Main .Replace)}}{{.Path}} {{.Version}}{{end}}{{end}}'
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint generate bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest
+.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint staticcheck-bin generate bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest
 
 all: build
 
@@ -31,19 +43,30 @@ cluster: build
 
 vet:
 	$(GO) vet $(PKGS)
+	cd test && $(GO) vet $(TEST_PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-# go.mod and go.sum must be what `go mod tidy` makes of them (prints the
-# difference and fails otherwise).
-lint: vet
-	$(GO) tool staticcheck $(PKGS)
-	$(GO) mod tidy -diff
+# staticcheck at the version of go.mod's tool line, as a binary: `go tool`
+# runs only the tools of the module it is run in, and test/ and bench/ have
+# none.
+staticcheck-bin:
+	$(GO) build -o $(BIN)/staticcheck honnef.co/go/tools/cmd/staticcheck
+
+# `go mod tidy -diff` prints the difference and fails when a go.mod or
+# go.sum is not what tidy makes of it.
+lint: vet staticcheck-bin
+	$(BIN)/staticcheck $(PKGS)
+	cd test && ../$(BIN)/staticcheck $(TEST_PKGS)
+	for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff) || exit 1; done
+	diff <($(GO) $(NODE_MODULES) ./cmd/node | sort -u) \
+		<(cd test && $(GO) $(NODE_MODULES) github.com/ration/ration/cmd/node | sort -u)
 
 # Everything under the race detector; -short trims the long randomized
 # suites, which test-full runs whole without it.
 test-race:
 	$(GO) test -race -short -count=1 $(PKGS)
+	cd test && $(GO) test -race -short -count=1 $(TEST_PKGS)
 
 # The long suites -short trims: the full ledger suite, and the checks that
 # the committed generated code matches its .proto files.
@@ -73,7 +96,7 @@ SEED ?= 1
 CHAOS_DURATION ?= 90s
 chaos-bin:
 	$(GO) build -tags chaos -o $(BIN)/ration-node-chaos ./cmd/node
-	$(GO) build -o $(BIN)/ration-chaos ./test/chaos/cmd/chaos
+	cd test && $(GO) build -o ../$(BIN)/ration-chaos ./chaos/cmd/chaos
 
 chaos: chaos-bin
 	$(BIN)/ration-chaos -binary $(BIN)/ration-node-chaos -nodes 3 -seed $(SEED) -duration $(CHAOS_DURATION) -faults all -out out/chaos/3n-seed$(SEED)
@@ -81,7 +104,7 @@ chaos: chaos-bin
 
 # Each planted bug (chaos/DESIGN.md) must make the harness report FAIL.
 chaos-selftest:
-	RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -parallel 2 -timeout 30m ./test/chaos/selftest/
+	cd test && RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -parallel 2 -timeout 30m ./chaos/selftest/
 
 generate:
 	$(GO) generate ./api/... ./raftfsm/... ./cluster/actorcluster/actorpb/
@@ -115,8 +138,7 @@ bench-quick: build bench-bin
 
 # Tests, vet and staticcheck of the harness module. Not part of lint: its
 # dependencies (etcd's client, pgx, gonum plot) cost CI minutes to build.
-bench-vet:
-	$(GO) build -o $(BIN)/staticcheck honnef.co/go/tools/cmd/staticcheck
+bench-vet: staticcheck-bin
 	cd bench && $(GO) vet ./... && ../$(BIN)/staticcheck ./... && $(GO) test -race -short -count=1 ./...
 
 clean:
@@ -141,7 +163,7 @@ image:
 # A 3-node cluster of $(IMAGE) on a private Docker network, configured as
 # the rendered dev StatefulSet, under load through a kill -9, a rolling
 # restart and a pod recreated on a new IP (test/docker). Without
-# RATION_DOCKER_TEST=1 the test skips, so plain `go test ./...` needs no
-# Docker.
+# RATION_DOCKER_TEST=1 the test skips, so plain `go test ./...` in test/
+# needs no Docker.
 docker-test: image
-	RATION_DOCKER_TEST=1 RATION_IMAGE=$(IMAGE) $(GO) test -count=1 -v -timeout 20m ./test/docker/
+	cd test && RATION_DOCKER_TEST=1 RATION_IMAGE=$(IMAGE) $(GO) test -count=1 -v -timeout 20m ./docker/

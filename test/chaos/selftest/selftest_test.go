@@ -64,7 +64,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	root := repoRoot(t)
 	bin := t.TempDir()
 	runner := filepath.Join(bin, "chaos")
-	goBuild(t, root, runner, "", "./test/chaos/cmd/chaos")
+	goBuild(t, root, runner, "", "github.com/ration/ration/test/chaos/cmd/chaos")
 
 	out := os.Getenv("RATION_CHAOS_SELFTEST_OUT")
 	if out == "" {
@@ -81,7 +81,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		t.Run(bug.tag, func(t *testing.T) {
 			t.Parallel()
 			node := filepath.Join(bin, "ration-node-"+bug.tag)
-			goBuild(t, root, node, "chaos,"+bug.tag, "./cmd/node")
+			goBuild(t, root, node, "chaos,"+bug.tag, "github.com/ration/ration/cmd/node")
 			dir := filepath.Join(out, bug.tag)
 			cmd := exec.Command(runner, "-binary", node, "-nodes", "3", "-seed", strconv.Itoa(100+i),
 				"-duration", duration.String(), "-faults", bug.faults, "-out", dir)
@@ -121,7 +121,8 @@ func goBuild(t *testing.T, root, out, tags, pkg string) {
 	}
 }
 
-// repoRoot is the module root: tests run in their package's directory.
+// repoRoot is the test module's root (test/): tests run in their
+// package's directory.
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	dir, err := os.Getwd()
