@@ -4,7 +4,7 @@
 // Routing service (which node leads which shard, for clients that route).
 //
 // Everything except this file and route.go is generated from api/ration/v1/ledger.proto
-// by `go generate ./api/...`; edit the .proto, not the .pb.go files. The
+// by `make generate`; edit the .proto, not the .pb.go files. The
 // .proto comments, reproduced on the generated types, are the API reference;
 // api/DESIGN.md gives the versioning rules and the error model.
 package rationv1

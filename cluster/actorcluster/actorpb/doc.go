@@ -3,9 +3,7 @@
 // they mean and how they are served belongs to package actorcluster; see
 // its DESIGN.md.
 //
-// Regenerate with `go generate ./cluster/actorcluster/actorpb/`; it needs
-// protoc on PATH (Debian: protobuf-compiler). protoc-gen-go is pinned as a
-// tool in go.mod.
+// Regenerate with `make generate` (buf, see buf.yaml at the repository
+// root); `make proto` checks that the committed code is current and that no
+// change breaks the encoding the other release speaks in a rolling upgrade.
 package actorpb
-
-//go:generate bash generate.sh

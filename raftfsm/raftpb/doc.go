@@ -3,8 +3,7 @@
 // type byte in front of each message) and the meaning of the messages belong
 // to package raftfsm; see raftfsm/DESIGN.md.
 //
-// Regenerate with `go generate ./raftfsm/raftpb/`; it needs protoc on PATH
-// (Debian: protobuf-compiler). protoc-gen-go is pinned as a tool in go.mod.
+// Regenerate with `make generate` (buf, see buf.yaml at the repository
+// root); `make proto` checks that the committed code is current and that no
+// change breaks the encoding of the entries already in replicas' logs.
 package raftpb
-
-//go:generate bash generate.sh
