@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/ration/ration/internal/backoff"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/raftfsm"
 )
@@ -180,7 +180,7 @@ func (a *userActor) write(req *request, proposed bool) *reply {
 	var lastErr error
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		if attempt > 0 {
-			if err := backoff(ctx, attempt); err != nil {
+			if err := writeBackoff.Wait(ctx, attempt, time.Time{}); err != nil {
 				return &reply{err: fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)}
 			}
 		}
@@ -301,17 +301,7 @@ func (a *userActor) syncChanged(ctx context.Context, barrier bool) (bool, error)
 
 var errReplay = errors.New("replicated log does not replay")
 
-// backoff waits before retry attempt n (n >= 1): full jitter over an
-// exponential window from 1 ms to 256 ms, so that two activations of one
-// user racing each other stop colliding.
-func backoff(ctx context.Context, n int) error {
-	window := time.Millisecond << min(n-1, 8)
-	t := time.NewTimer(rand.N(window) + time.Microsecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// writeBackoff spaces a write's attempts: full jitter over an exponential
+// window from 1 ms to 256 ms, so that two activations of one user racing
+// each other stop colliding.
+var writeBackoff = backoff.Policy{Base: time.Millisecond, Cap: 256 * time.Millisecond}

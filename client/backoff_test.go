@@ -5,23 +5,31 @@ import (
 	"time"
 )
 
-func TestBackoffFullJitter(t *testing.T) {
-	b := Backoff{Base: 50 * time.Millisecond, Cap: 2 * time.Second}
-	for _, tt := range []struct {
+// Zero fields mean the defaults. The jitter itself is internal/backoff's
+// and tested there; here only that the whole range up to the ceiling is
+// used.
+func TestBackoffDefaults(t *testing.T) {
+	cases := []struct {
+		b     Backoff
 		retry int
 		ceil  time.Duration
-	}{{1, 50 * time.Millisecond}, {2, 100 * time.Millisecond}, {3, 200 * time.Millisecond}, {6, 1600 * time.Millisecond}, {7, 2 * time.Second}, {200, 2 * time.Second}} {
-		var maxSeen time.Duration
-		for range 2000 {
-			d := b.Delay(tt.retry)
-			if d < 0 || d >= tt.ceil {
-				t.Fatalf("Delay(%d) = %v, want in [0, %v)", tt.retry, d, tt.ceil)
+	}{
+		{Backoff{}, 1, DefaultBackoffBase},
+		{Backoff{}, 200, DefaultBackoffCap},
+		{Backoff{Base: time.Millisecond}, 3, 4 * time.Millisecond},
+		{Backoff{Cap: 60 * time.Millisecond}, 5, 60 * time.Millisecond},
+	}
+	for _, c := range cases {
+		var top time.Duration
+		for range 1000 {
+			d := c.b.Delay(c.retry)
+			if d < 0 || d >= c.ceil {
+				t.Fatalf("%+v.Delay(%d) = %v, want in [0, %v)", c.b, c.retry, d, c.ceil)
 			}
-			maxSeen = max(maxSeen, d)
+			top = max(top, d)
 		}
-		// Full jitter spreads over the whole range, not just near the top.
-		if maxSeen < tt.ceil/2 {
-			t.Errorf("Delay(%d): max of 2000 draws %v, want near %v", tt.retry, maxSeen, tt.ceil)
+		if top < c.ceil/2 {
+			t.Errorf("%+v.Delay(%d): the largest of 1000 draws is %v, want near %v", c.b, c.retry, top, c.ceil)
 		}
 	}
 }

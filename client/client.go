@@ -40,13 +40,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -54,6 +53,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/internal/backoff"
 )
 
 // Defaults for the zero values of Options.
@@ -142,13 +142,7 @@ func (b Backoff) Delay(retry int) time.Duration {
 	if b.Cap <= 0 {
 		b.Cap = DefaultBackoffCap
 	}
-	ceil := b.Base
-	// Doubling stops at the cap, so it cannot overflow.
-	for i := 1; i < retry && ceil < b.Cap; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, b.Cap)
-	return rand.N(ceil)
+	return backoff.Policy{Base: b.Base, Cap: b.Cap}.Delay(retry)
 }
 
 // Client talks to a Ration cluster.
@@ -245,7 +239,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		// gRPC's default reconnect backoff grows to two minutes; a node
 		// restarting after a crash should get traffic again within seconds.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithStatsHandler(sentTracker{}),
@@ -416,19 +410,7 @@ func (r *retrier) settle(ctx context.Context, o openAttempts) bool {
 	}
 	r.c.log.DebugContext(ctx, "ration: refused while an earlier attempt may still apply; waiting it out",
 		"method", r.k.method, "id", r.k.id, "wait", wait)
-	return pause(ctx, wait)
-}
-
-// pause waits for d; false if ctx ends first.
-func pause(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return backoff.Sleep(ctx, wait, time.Time{}) == nil
 }
 
 func (c *Client) retrier(k call) *retrier {
@@ -447,12 +429,12 @@ func (r *retrier) again(ctx context.Context, ep *endpoint, err error, maybeAppli
 		return false
 	}
 	wait := r.c.backoff.Delay(r.attempts)
-	if r.c.now().Add(wait).After(r.deadline) {
+	if backoff.Sleep(ctx, wait, r.deadline) != nil {
 		return false
 	}
 	r.c.log.DebugContext(ctx, "ration: retrying", "method", r.k.method, "id", r.k.id,
 		"endpoint", ep.addr, "attempt", r.attempts, "backoff", wait, "err", err)
-	return pause(ctx, wait)
+	return true
 }
 
 // giveUp is the error after the last attempt: unknown outcome for a write

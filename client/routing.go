@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
+	"github.com/ration/ration/internal/backoff"
 )
 
 // Routing: the client learns from the cluster which node leads each shard
@@ -224,7 +225,7 @@ func (r *router) run(ctx context.Context) {
 		}
 		r.refresh(ctx)
 		r.retire()
-		if !pause(ctx, refreshGap) {
+		if backoff.Sleep(ctx, refreshGap, time.Time{}) != nil {
 			return
 		}
 		timer.Reset(r.interval)

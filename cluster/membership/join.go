@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
 	"time"
+
+	"github.com/ration/ration/internal/backoff"
 )
 
 // joinOnce resolves the seeds afresh and pushes/pulls state with every
@@ -124,7 +125,11 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 	defer m.wg.Done()
 	changes, unsubscribe := m.subscribe(false)
 	defer unsubscribe()
-	backoff := m.cfg.JoinRetryMin
+	// The waits double from JoinRetryMin to JoinRetryMax over failed
+	// attempts, with ±20% jitter so that nodes started together do not
+	// retry in lockstep.
+	policy := backoff.Policy{Base: m.cfg.JoinRetryMin, Cap: m.cfg.JoinRetryMax, Spread: 0.2}
+	failures := 0 // since the last join, address conflicts not counted
 	for {
 		if lastErr == nil {
 			// Joined: wait until this node finds itself alone.
@@ -136,18 +141,17 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 				}
 			}
 			m.log.Warn("no other live member left; rejoining through the seeds")
-			backoff = m.cfg.JoinRetryMin
+			failures = 0
 		} else {
-			delay := backoff
-			if errors.Is(lastErr, ErrAddressConflict) {
-				// The peer accepts this node as soon as its old entry has
-				// been dead for DeadNodeReclaimTime; poll for that at the
-				// base rate rather than backing off past it.
-				delay = m.cfg.JoinRetryMin
-			} else {
-				backoff = min(2*backoff, m.cfg.JoinRetryMax)
+			n := 1
+			if !errors.Is(lastErr, ErrAddressConflict) {
+				failures++
+				n = failures
 			}
-			if !sleep(ctx, jitter(delay)) {
+			// The peer accepts this node as soon as its old entry has been
+			// dead for DeadNodeReclaimTime: after an address conflict, poll
+			// for that at the base rate rather than backing off past it.
+			if policy.Wait(ctx, n, time.Time{}) != nil {
 				return
 			}
 			if !errors.Is(lastErr, ErrAddressConflict) && m.ml.NumMembers() > 1 {
@@ -178,7 +182,7 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 				level = slog.LevelDebug
 			}
 			m.log.Log(ctx, level, "join attempt failed", slog.Any("err", lastErr),
-				slog.Int64("attempt", m.joinAttempts.Load()), slog.Duration("backoff", backoff))
+				slog.Int64("attempt", m.joinAttempts.Load()), slog.Duration("backoff", policy.Nominal(failures+1)))
 		}
 	}
 }
@@ -194,22 +198,4 @@ func errKind(err error) int {
 		return 2
 	}
 	return 3
-}
-
-// jitter spreads retries by ±20% so nodes started together do not retry
-// in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()-0.5)*0.4*float64(d))
-}
-
-// sleep waits d or until ctx ends, reporting whether it waited d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ration/ration/actors"
+	"github.com/ration/ration/internal/backoff"
 	"github.com/ration/ration/service"
 )
 
@@ -43,11 +44,11 @@ func (r *Router) routePart(ctx context.Context, shard uint32, ops []actors.Batch
 	}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			at := time.Now().Add(backoff(attempt))
+			at := time.Now().Add(routeBackoff.Delay(attempt))
 			if settled := openUntil.Add(clockAllowance); !openUntil.IsZero() && settled.After(at) {
 				at = settled
 			}
-			if err := sleepUntil(ctx, at, deadline); err != nil {
+			if err := backoff.Sleep(ctx, time.Until(at), deadline); err != nil {
 				giveUp("%v", err)
 				return
 			}

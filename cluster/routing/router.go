@@ -10,10 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ration/ration/actors"
+	"github.com/ration/ration/internal/backoff"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
 )
@@ -97,7 +97,7 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 	settled := false
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && !settled {
-			if err := sleep(ctx, attempt, deadline); err != nil {
+			if err := routeBackoff.Wait(ctx, attempt, deadline); err != nil {
 				return zero, fmt.Errorf("%w: shard %d: %w (last: %v)", service.ErrUnavailable, shard, err, lastErr)
 			}
 		}
@@ -121,7 +121,7 @@ func route[T any](ctx context.Context, r *Router, user string, call func(context
 			// can still apply the deduction after it (with credits
 			// granted meanwhile): wait those out and ask again.
 			if at := openUntil.Add(clockAllowance); time.Now().Before(at) {
-				if err := sleepUntil(ctx, at, deadline); err != nil {
+				if err := backoff.Sleep(ctx, time.Until(at), deadline); err != nil {
 					return zero, fmt.Errorf("%w: shard %d: refused while an earlier attempt may still apply, outcome unknown: %w", service.ErrUnavailable, shard, err)
 				}
 				lastErr, settled = err, true
@@ -165,31 +165,10 @@ func retryable(err error) bool {
 	return true
 }
 
-// sleep waits before attempt n with jittered exponential backoff, 20 ms to
-// 500 ms, or fails once the deadline would pass.
-func sleep(ctx context.Context, n int, deadline time.Time) error {
-	return sleepUntil(ctx, time.Now().Add(backoff(n)), deadline)
-}
-
-func backoff(n int) time.Duration {
-	d := time.Duration(rand.Int64N(int64(20*time.Millisecond) << min(n-1, 5)))
-	return min(d, 500*time.Millisecond)
-}
-
-// sleepUntil waits until at, or fails if the deadline comes first.
-func sleepUntil(ctx context.Context, at, deadline time.Time) error {
-	if at.After(deadline) {
-		return context.DeadlineExceeded
-	}
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// routeBackoff spaces a request's attempts: full jitter over an
+// exponential window from 20 ms to 500 ms. Retries stop once the next
+// one could not start before the deadline.
+var routeBackoff = backoff.Policy{Base: 20 * time.Millisecond, Cap: 500 * time.Millisecond}
 
 // Grant routes a grant.
 func (r *Router) Grant(ctx context.Context, user string, g ledger.Grant) (actors.WriteResult, error) {
