@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/ration/ration/cluster/membership"
 	"github.com/ration/ration/cluster/placement"
@@ -116,9 +117,10 @@ type Reconciler struct {
 	changes *prometheus.CounterVec
 	moving  prometheus.Gauge
 
+	// changeRate bounds configuration changes (ChangesPerSecond, Burst).
+	changeRate *rate.Limiter
+
 	// Loop state, owned by the loop goroutine.
-	tokens      float64
-	lastRefill  time.Time
 	seenSelf    map[uint32]bool      // shards whose configuration included this node
 	askedLeader map[uint32]time.Time // last time a dropped replica asked the leader
 	missingFrom map[string]time.Time // raft servers absent from the view, since
@@ -171,7 +173,7 @@ func New(cfg Config) *Reconciler {
 		missingFrom: map[string]time.Time{},
 		leaderSince: map[uint32]time.Time{},
 		movingSet:   map[uint32]bool{},
-		tokens:      float64(cfg.Burst),
+		changeRate:  rate.NewLimiter(rate.Limit(cfg.ChangesPerSecond), cfg.Burst),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ration_rebalance_changes_total",
 			Help: "Raft configuration changes and group openings/closings made by this node's rebalancer, by kind.",
@@ -192,7 +194,6 @@ func (r *Reconciler) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
-	r.lastRefill = r.cfg.Now()
 	go r.loop(ctx)
 }
 
@@ -306,7 +307,6 @@ func (r *Reconciler) Reconcile(ctx context.Context) {
 	h := r.cfg.Host
 	self := h.NodeID()
 	now := r.cfg.Now()
-	r.refill(now)
 
 	hosted := map[uint32]bool{}
 	for _, s := range h.Hosted() {
@@ -620,15 +620,7 @@ func member(c raft.Configuration, id string) bool {
 	return false
 }
 
-func (r *Reconciler) refill(now time.Time) {
-	r.tokens = min(float64(r.cfg.Burst), r.tokens+now.Sub(r.lastRefill).Seconds()*r.cfg.ChangesPerSecond)
-	r.lastRefill = now
-}
-
+// take spends one of the changes the rate limit allows, if one is left.
 func (r *Reconciler) take() bool {
-	if r.tokens < 1 {
-		return false
-	}
-	r.tokens--
-	return true
+	return r.changeRate.AllowN(r.cfg.Now(), 1)
 }

@@ -273,10 +273,21 @@ func TestLeaderLeavesLastAndGrace(t *testing.T) {
 		h3.confs[s] = voters("a")
 		h3.leads[s] = true
 	}
-	r3 := New(Config{Host: h3, Members: &fakeMembers{alive("a", "b")}, Now: func() time.Time { return now }})
+	r3 := New(Config{Host: h3, Members: &fakeMembers{alive("a", "b")}, MaxMoving: 8, Now: func() time.Time { return now }})
 	r3.Reconcile(context.Background())
 	if got := h3.takeLog(); len(got) != 2 {
 		t.Fatalf("one pass made %d changes, want 2 (burst): %v", len(got), got)
+	}
+	// The bucket refills at 2/s, up to the burst.
+	for _, step := range []struct {
+		after time.Duration
+		want  int
+	}{{0, 0}, {500 * time.Millisecond, 1}, {time.Minute, 2}} {
+		now = now.Add(step.after)
+		r3.Reconcile(context.Background())
+		if got := h3.takeLog(); len(got) != step.want {
+			t.Fatalf("a pass %v later made %d changes, want %d: %v", step.after, len(got), step.want, got)
+		}
 	}
 }
 
