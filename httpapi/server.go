@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
 )
@@ -103,17 +104,12 @@ type deductBody struct {
 	Timestamp *jsonInt `json:"timestamp"`
 }
 
-type allocationJSON struct {
-	GrantID string `json:"grant_id"`
-	Amount  int64  `json:"amount"`
-}
-
 type writeReply struct {
-	User        string            `json:"user"`
-	ID          string            `json:"id"`
-	Duplicate   bool              `json:"duplicate"`
-	Version     uint64            `json:"version"`
-	Allocations *[]allocationJSON `json:"allocations,omitempty"`
+	User        string                   `json:"user"`
+	ID          string                   `json:"id"`
+	Duplicate   bool                     `json:"duplicate"`
+	Version     uint64                   `json:"version"`
+	Allocations *[]ledgerjson.Allocation `json:"allocations,omitempty"`
 }
 
 func (s *server) grant(w http.ResponseWriter, r *http.Request) error {
@@ -180,27 +176,9 @@ func (s *server) deduct(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	allocs := make([]allocationJSON, len(res.Allocations))
-	for i, a := range res.Allocations {
-		allocs[i] = allocationJSON{GrantID: a.GrantID, Amount: a.Amount}
-	}
+	allocs := allocations(res.Allocations)
 	writeJSON(w, http.StatusOK, writeReply{User: user, ID: d.ID, Duplicate: res.Duplicate, Version: res.Version, Allocations: &allocs})
 	return nil
-}
-
-type grantBalanceJSON struct {
-	ID        string `json:"id"`
-	Remaining int64  `json:"remaining"`
-	ExpiresAt *int64 `json:"expires_at"`
-	Priority  int32  `json:"priority"`
-	Timestamp int64  `json:"timestamp"`
-}
-
-type balanceReply struct {
-	User    string             `json:"user"`
-	At      int64              `json:"at"`
-	Balance int64              `json:"balance"`
-	Grants  []grantBalanceJSON `json:"grants"`
 }
 
 func (s *server) balance(w http.ResponseWriter, r *http.Request) error {
@@ -218,29 +196,18 @@ func (s *server) balance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := balanceReply{User: user, At: res.At, Balance: res.Balance, Grants: make([]grantBalanceJSON, len(res.Grants))}
+	out := ledgerjson.Balance{User: user, At: res.At, Balance: res.Balance, Grants: make([]ledgerjson.GrantBalance, len(res.Grants))}
 	for i, g := range res.Grants {
-		out.Grants[i] = grantBalanceJSON{ID: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
+		out.Grants[i] = ledgerjson.GrantBalance{ID: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-type eventJSON struct {
-	Kind         string            `json:"kind"`
-	ID           string            `json:"id"`
-	Timestamp    int64             `json:"timestamp"`
-	Amount       int64             `json:"amount"`
-	ExpiresAt    *int64            `json:"expires_at,omitempty"`
-	Priority     *int32            `json:"priority,omitempty"`
-	Allocations  *[]allocationJSON `json:"allocations,omitempty"`
-	BalanceAfter int64             `json:"balance_after"`
-}
-
 type eventsReply struct {
-	User          string      `json:"user"`
-	Events        []eventJSON `json:"events"`
-	NextPageToken string      `json:"next_page_token,omitempty"`
+	User          string             `json:"user"`
+	Events        []ledgerjson.Event `json:"events"`
+	NextPageToken string             `json:"next_page_token,omitempty"`
 }
 
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
@@ -270,25 +237,22 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := eventsReply{User: user, NextPageToken: res.NextPageToken, Events: make([]eventJSON, len(res.Events))}
+	out := eventsReply{User: user, NextPageToken: res.NextPageToken, Events: make([]ledgerjson.Event, len(res.Events))}
 	for i, e := range res.Events {
-		ej := eventJSON{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount, BalanceAfter: e.BalanceAfter}
-		switch e.Kind {
-		case ledger.KindGrant:
-			ej.ExpiresAt = expiry(e.ExpiresAt)
-			p := e.Priority
-			ej.Priority = &p
-		case ledger.KindDeduction:
-			allocs := make([]allocationJSON, len(e.Allocations))
-			for j, a := range e.Allocations {
-				allocs[j] = allocationJSON{GrantID: a.GrantID, Amount: a.Amount}
-			}
-			ej.Allocations = &allocs
-		}
-		out.Events[i] = ej
+		// ledgerjson writes only the fields of the event's kind.
+		out.Events[i] = ledgerjson.Event{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount,
+			ExpiresAt: expiry(e.ExpiresAt), Priority: e.Priority, Allocations: allocations(e.Allocations), BalanceAfter: e.BalanceAfter}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+func allocations(as []ledger.Allocation) []ledgerjson.Allocation {
+	out := make([]ledgerjson.Allocation, len(as))
+	for i, a := range as {
+		out[i] = ledgerjson.Allocation(a)
+	}
+	return out
 }
 
 func expiry(t int64) *int64 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/client"
 )
 
@@ -18,38 +19,22 @@ type Final struct {
 	Events map[string][]client.Event
 }
 
-// finalJSON is Final's file format (final.json): client.Event has no JSON
-// tags, and its kind is better read as a word.
+// finalJSON is Final's file format (final.json): every user's events in
+// the HTTP API's shape (api/ledgerjson), the kind as a word.
 type finalJSON struct {
-	Users map[string][]eventJSON `json:"users"`
-}
-
-type eventJSON struct {
-	Kind         string           `json:"kind"`
-	ID           string           `json:"id"`
-	Timestamp    int64            `json:"timestamp"`
-	Amount       int64            `json:"amount"`
-	ExpiresAt    *int64           `json:"expires_at,omitempty"`
-	Priority     int32            `json:"priority,omitempty"`
-	Allocations  []allocationJSON `json:"allocations,omitempty"`
-	BalanceAfter int64            `json:"balance_after"`
-}
-
-type allocationJSON struct {
-	GrantID string `json:"grant_id"`
-	Amount  int64  `json:"amount"`
+	Users map[string][]ledgerjson.Event `json:"users"`
 }
 
 // MarshalJSON writes {"users": {"<user>": [{"kind": "grant", ...}]}}.
 func (f Final) MarshalJSON() ([]byte, error) {
-	out := finalJSON{Users: make(map[string][]eventJSON, len(f.Events))}
+	out := finalJSON{Users: make(map[string][]ledgerjson.Event, len(f.Events))}
 	for user, evs := range f.Events {
-		list := make([]eventJSON, len(evs))
+		list := make([]ledgerjson.Event, len(evs))
 		for i, e := range evs {
-			j := eventJSON{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount,
+			j := ledgerjson.Event{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount,
 				ExpiresAt: e.ExpiresAt, Priority: e.Priority, BalanceAfter: e.BalanceAfter}
 			for _, a := range e.Allocations {
-				j.Allocations = append(j.Allocations, allocationJSON(a))
+				j.Allocations = append(j.Allocations, ledgerjson.Allocation(a))
 			}
 			list[i] = j
 		}

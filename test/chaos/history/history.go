@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/ration/ration/api/ledgerjson"
 )
 
 // Kind is what an Op asked for.
@@ -45,20 +47,13 @@ const (
 	Unknown Outcome = "unknown"
 )
 
-// Allocation is what one grant paid towards a deduction.
-type Allocation struct {
-	GrantID string `json:"grant_id"`
-	Amount  int64  `json:"amount"`
-}
+// Allocation is what one grant paid towards a deduction, in the HTTP
+// API's shape.
+type Allocation = ledgerjson.Allocation
 
-// GrantBalance is one grant's share of a balance reply.
-type GrantBalance struct {
-	ID        string `json:"id"`
-	Remaining int64  `json:"remaining"`
-	ExpiresAt *int64 `json:"expires_at,omitempty"`
-	Priority  int32  `json:"priority,omitempty"`
-	Timestamp int64  `json:"timestamp,omitempty"`
-}
+// GrantBalance is one grant's share of a balance reply, in the HTTP API's
+// shape.
+type GrantBalance = ledgerjson.GrantBalance
 
 // Insufficient is what a refused deduction's error said: the deduction of
 // the history that could not have been met, and by how much.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/client/clienttest"
 )
 
@@ -90,7 +91,7 @@ g1     20
 	out = h.ok("deduct", "alice", "--id", "d1", "--amount", "70", "--at", "now", "--output", "json")
 	var dj jsonDeductResult
 	if err := json.Unmarshal([]byte(out), &dj); err != nil || !dj.Duplicate || len(dj.Allocations) != 2 ||
-		dj.Allocations[1] != (jsonAllocation{GrantID: "g1", Amount: 20}) {
+		dj.Allocations[1] != (ledgerjson.Allocation{GrantID: "g1", Amount: 20}) {
 		t.Errorf("deduct json %s: %+v, %v", out, dj, err)
 	}
 
@@ -155,7 +156,7 @@ g1  100        2026-01-02T00:00:00Z
 		t.Errorf("unknown user: %q", out)
 	}
 	out = h.ok("balance", "alice", "--output", "json")
-	var bj jsonBalance
+	var bj ledgerjson.Balance
 	if err := json.Unmarshal([]byte(out), &bj); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestEvents(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("ranged events json: %d lines:\n%s", len(lines), out)
 	}
-	var ev jsonEvent
+	var ev ledgerjson.Event
 	if err := json.Unmarshal([]byte(lines[1]), &ev); err != nil {
 		t.Fatal(err)
 	}

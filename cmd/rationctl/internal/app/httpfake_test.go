@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/ledger"
 )
 
@@ -78,15 +79,15 @@ func (f *httpFake) handler() http.Handler {
 			at = v
 		}
 		f.withLedger(w, r.PathValue("user"), func(l *ledger.Ledger) (any, error) {
-			grants := []map[string]any{}
+			b := ledgerjson.Balance{User: r.PathValue("user"), At: at, Balance: l.Balance(at)}
 			for _, g := range l.Breakdown(at) {
-				m := map[string]any{"id": g.ID, "remaining": g.Remaining}
+				gb := ledgerjson.GrantBalance{ID: g.ID, Remaining: g.Remaining, Priority: g.Priority, Timestamp: g.Timestamp}
 				if g.ExpiresAt != ledger.Never {
-					m["expires_at"] = g.ExpiresAt
+					gb.ExpiresAt = &g.ExpiresAt
 				}
-				grants = append(grants, m)
+				b.Grants = append(b.Grants, gb)
 			}
-			return map[string]any{"user": r.PathValue("user"), "at": at, "balance": l.Balance(at), "grants": grants}, nil
+			return b, nil
 		})
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/ration/ration/api/ledgerjson"
 )
 
 // Output formats.
@@ -33,13 +35,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// JSON shapes. They follow the HTTP API's field names, with times and
-// amounts as integers.
-
-type jsonAllocation struct {
-	GrantID string `json:"grant_id"`
-	Amount  int64  `json:"amount"`
-}
+// JSON shapes. Balances and events are the HTTP API's (api/ledgerjson);
+// the others follow its field names, with times and amounts as integers.
 
 type jsonGrantResult struct {
 	User      string `json:"user"`
@@ -51,38 +48,12 @@ type jsonGrantResult struct {
 }
 
 type jsonDeductResult struct {
-	User        string           `json:"user"`
-	ID          string           `json:"id"`
-	Timestamp   int64            `json:"timestamp"`
-	Duplicate   bool             `json:"duplicate"`
-	Version     uint64           `json:"version"`
-	Allocations []jsonAllocation `json:"allocations"`
-}
-
-type jsonGrantBalance struct {
-	ID        string `json:"id"`
-	Remaining int64  `json:"remaining"`
-	ExpiresAt *int64 `json:"expires_at,omitempty"`
-	Priority  int32  `json:"priority"`
-	Timestamp int64  `json:"timestamp"`
-}
-
-type jsonBalance struct {
-	User    string             `json:"user"`
-	At      int64              `json:"at"`
-	Balance int64              `json:"balance"`
-	Grants  []jsonGrantBalance `json:"grants"`
-}
-
-type jsonEvent struct {
-	Kind         string           `json:"kind"`
-	ID           string           `json:"id"`
-	Timestamp    int64            `json:"timestamp"`
-	Amount       int64            `json:"amount"`
-	ExpiresAt    *int64           `json:"expires_at,omitempty"`
-	Priority     int32            `json:"priority,omitempty"`
-	Allocations  []jsonAllocation `json:"allocations,omitempty"`
-	BalanceAfter int64            `json:"balance_after"`
+	User        string                  `json:"user"`
+	ID          string                  `json:"id"`
+	Timestamp   int64                   `json:"timestamp"`
+	Duplicate   bool                    `json:"duplicate"`
+	Version     uint64                  `json:"version"`
+	Allocations []ledgerjson.Allocation `json:"allocations"`
 }
 
 type jsonNode struct {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/client"
 )
 
@@ -35,11 +36,7 @@ user's shard has no leader, but it may miss recent writes.`,
 					return err
 				}
 				if a.g.output == outJSON {
-					out := jsonBalance{User: b.User, At: b.At, Balance: b.Balance, Grants: []jsonGrantBalance{}}
-					for _, g := range b.Grants {
-						out.Grants = append(out.Grants, jsonGrantBalance{ID: g.ID, Remaining: g.Remaining, ExpiresAt: g.ExpiresAt, Priority: g.Priority, Timestamp: g.Timestamp})
-					}
-					return writeJSON(a.Stdout, out)
+					return writeJSON(a.Stdout, balanceJSON(b))
 				}
 				fmt.Fprintf(a.Stdout, "user %s at %s: balance %d\n", b.User, formatTime(b.At), b.Balance)
 				if len(b.Grants) == 0 {
@@ -104,12 +101,7 @@ func (a *App) printEvents(events iter.Seq2[client.Event, error]) error {
 			if err != nil {
 				return err
 			}
-			out := jsonEvent{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount,
-				ExpiresAt: e.ExpiresAt, Priority: e.Priority, BalanceAfter: e.BalanceAfter}
-			for _, al := range e.Allocations {
-				out.Allocations = append(out.Allocations, jsonAllocation{GrantID: al.GrantID, Amount: al.Amount})
-			}
-			if err := writeJSONLine(a.Stdout, out); err != nil {
+			if err := writeJSONLine(a.Stdout, eventJSON(e)); err != nil {
 				return err
 			}
 		}
@@ -154,4 +146,23 @@ func eventDetails(e client.Event) string {
 		return "forfeited"
 	}
 	return ""
+}
+
+// balanceJSON is b in the HTTP API's shape.
+func balanceJSON(b client.BalanceResult) ledgerjson.Balance {
+	out := ledgerjson.Balance{User: b.User, At: b.At, Balance: b.Balance, Grants: make([]ledgerjson.GrantBalance, len(b.Grants))}
+	for i, g := range b.Grants {
+		out.Grants[i] = ledgerjson.GrantBalance(g)
+	}
+	return out
+}
+
+// eventJSON is e in the HTTP API's shape.
+func eventJSON(e client.Event) ledgerjson.Event {
+	out := ledgerjson.Event{Kind: e.Kind.String(), ID: e.ID, Timestamp: e.Timestamp, Amount: e.Amount,
+		ExpiresAt: e.ExpiresAt, Priority: e.Priority, BalanceAfter: e.BalanceAfter}
+	for _, al := range e.Allocations {
+		out.Allocations = append(out.Allocations, ledgerjson.Allocation(al))
+	}
+	return out
 }

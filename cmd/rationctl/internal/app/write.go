@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ration/ration/api/ledgerjson"
 	"github.com/ration/ration/client"
 )
 
@@ -95,9 +96,9 @@ safe: the deduction is applied once. The output shows the resolved time.`,
 					return writeErr(err, at.relative())
 				}
 				if a.g.output == outJSON {
-					out := jsonDeductResult{User: user, ID: id, Timestamp: d.Timestamp, Duplicate: res.Duplicate, Version: res.Version, Allocations: []jsonAllocation{}}
+					out := jsonDeductResult{User: user, ID: id, Timestamp: d.Timestamp, Duplicate: res.Duplicate, Version: res.Version, Allocations: []ledgerjson.Allocation{}}
 					for _, al := range res.Allocations {
-						out.Allocations = append(out.Allocations, jsonAllocation{GrantID: al.GrantID, Amount: al.Amount})
+						out.Allocations = append(out.Allocations, ledgerjson.Allocation(al))
 					}
 					return writeJSON(a.Stdout, out)
 				}
