@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/actors"
+	"github.com/ration/ration/api/ledgerproto"
 	rationv1 "github.com/ration/ration/api/rationv1"
 	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
@@ -53,14 +54,6 @@ func deductionOf(r *rationv1.DeductRequest) ledger.Deduction {
 	return ledger.Deduction{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp()}
 }
 
-func allocations(as []ledger.Allocation) []*rationv1.Allocation {
-	out := make([]*rationv1.Allocation, len(as))
-	for i, a := range as {
-		out[i] = &rationv1.Allocation{GrantId: a.GrantID, Amount: a.Amount}
-	}
-	return out
-}
-
 func (s *ledgerServer) Grant(ctx context.Context, r *rationv1.GrantRequest) (*rationv1.GrantResponse, error) {
 	start := time.Now()
 	g, err := grantOf(r)
@@ -78,16 +71,9 @@ func (s *ledgerServer) Deduct(ctx context.Context, r *rationv1.DeductRequest) (*
 	wr, err := s.svc.Deduct(ctx, r.GetUser(), deductionOf(r))
 	var res *rationv1.DeductResponse
 	if err == nil {
-		res = &rationv1.DeductResponse{Duplicate: wr.Duplicate, Version: wr.Version, Allocations: allocations(wr.Allocations)}
+		res = &rationv1.DeductResponse{Duplicate: wr.Duplicate, Version: wr.Version, Allocations: ledgerproto.Allocations(wr.Allocations)}
 	}
 	return res, s.done("deduct", start, err)
-}
-
-func expiry(t int64) *int64 {
-	if t == ledger.Never {
-		return nil
-	}
-	return &t
 }
 
 func stale(c rationv1.ReadConsistency) bool {
@@ -106,11 +92,7 @@ func (s *ledgerServer) balance(ctx context.Context, r *rationv1.GetBalanceReques
 	if err != nil {
 		return nil, err
 	}
-	res := &rationv1.GetBalanceResponse{User: r.GetUser(), At: b.At, Balance: b.Balance, Grants: make([]*rationv1.GrantBalance, len(b.Grants))}
-	for i, g := range b.Grants {
-		res.Grants[i] = &rationv1.GrantBalance{Id: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
-	}
-	return res, nil
+	return &rationv1.GetBalanceResponse{User: r.GetUser(), At: b.At, Balance: b.Balance, Grants: ledgerproto.GrantBalances(b.Grants)}, nil
 }
 
 // maxBalanceReads is the most reads one GetBalances call takes, as Batch
@@ -145,12 +127,6 @@ func (s *ledgerServer) GetBalances(ctx context.Context, r *rationv1.GetBalancesR
 	return res, s.done("balances", start, nil)
 }
 
-var kinds = map[ledger.EventKind]rationv1.EventKind{
-	ledger.KindGrant:      rationv1.EventKind_EVENT_KIND_GRANT,
-	ledger.KindDeduction:  rationv1.EventKind_EVENT_KIND_DEDUCTION,
-	ledger.KindExpiration: rationv1.EventKind_EVENT_KIND_EXPIRATION,
-}
-
 func (s *ledgerServer) ListEvents(ctx context.Context, r *rationv1.ListEventsRequest) (*rationv1.ListEventsResponse, error) {
 	start := time.Now()
 	page, err := s.svc.Events(ctx, r.GetUser(), service.EventsQuery{
@@ -158,17 +134,7 @@ func (s *ledgerServer) ListEvents(ctx context.Context, r *rationv1.ListEventsReq
 	})
 	var res *rationv1.ListEventsResponse
 	if err == nil {
-		res = &rationv1.ListEventsResponse{NextPageToken: page.NextPageToken, Events: make([]*rationv1.Event, len(page.Events))}
-		for i, e := range page.Events {
-			pe := &rationv1.Event{Kind: kinds[e.Kind], Id: e.ID, Timestamp: e.Timestamp, Amount: e.Amount, BalanceAfter: e.BalanceAfter}
-			switch e.Kind {
-			case ledger.KindGrant:
-				pe.ExpiresAt, pe.Priority = expiry(e.ExpiresAt), e.Priority
-			case ledger.KindDeduction:
-				pe.Allocations = allocations(e.Allocations)
-			}
-			res.Events[i] = pe
-		}
+		res = &rationv1.ListEventsResponse{NextPageToken: page.NextPageToken, Events: ledgerproto.Events(page.Events)}
 	}
 	return res, s.done("events", start, err)
 }
@@ -210,7 +176,7 @@ func (s *ledgerServer) Batch(ctx context.Context, r *rationv1.BatchRequest) (*ra
 		case ops[i].Grant != nil:
 			out.Result = &rationv1.OperationResult_Grant{Grant: &rationv1.GrantResponse{Duplicate: br.Duplicate, Version: br.Version}}
 		default:
-			out.Result = &rationv1.OperationResult_Deduct{Deduct: &rationv1.DeductResponse{Duplicate: br.Duplicate, Version: br.Version, Allocations: allocations(br.Allocations)}}
+			out.Result = &rationv1.OperationResult_Deduct{Deduct: &rationv1.DeductResponse{Duplicate: br.Duplicate, Version: br.Version, Allocations: ledgerproto.Allocations(br.Allocations)}}
 		}
 		res.Results[i] = out
 	}

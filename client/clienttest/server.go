@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ration/ration/api/ledgerproto"
 	"github.com/ration/ration/api/rationv1"
 	"github.com/ration/ration/ledger"
 )
@@ -362,10 +363,7 @@ func (s *Server) grant(r *rationv1.GrantRequest, down map[string]bool) (*rationv
 	if down[r.GetUser()] {
 		return nil, errUserUnavailable
 	}
-	exp := ledger.Never
-	if r.ExpiresAt != nil {
-		exp = r.GetExpiresAt()
-	}
+	exp := ledgerproto.LedgerExpiry(r.ExpiresAt)
 	l := s.ledgers[r.GetUser()]
 	if l == nil {
 		l = ledger.New()
@@ -401,12 +399,9 @@ func (s *Server) deduct(r *rationv1.DeductRequest, down map[string]bool) (*ratio
 	if !res.Duplicate {
 		s.applied++
 	}
-	// res.Allocations is the ledger's buffer, reused by its next call.
-	resp := &rationv1.DeductResponse{Duplicate: res.Duplicate, Version: l.Version()}
-	for _, a := range res.Allocations {
-		resp.Allocations = append(resp.Allocations, &rationv1.Allocation{GrantId: a.GrantID, Amount: a.Amount})
-	}
-	return resp, nil
+	// res.Allocations is the ledger's buffer, reused by its next call:
+	// copied here.
+	return &rationv1.DeductResponse{Duplicate: res.Duplicate, Version: l.Version(), Allocations: ledgerproto.Allocations(res.Allocations)}, nil
 }
 
 // Grant implements rationv1.LedgerServer, without faults.
@@ -443,20 +438,8 @@ func (s *Server) GetBalance(_ context.Context, r *rationv1.GetBalanceRequest) (*
 		return resp, nil
 	}
 	resp.Balance = l.Balance(at)
-	for _, g := range l.Breakdown(at) {
-		resp.Grants = append(resp.Grants, &rationv1.GrantBalance{
-			Id: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt),
-			Priority: g.Priority, Timestamp: g.Timestamp,
-		})
-	}
+	resp.Grants = ledgerproto.GrantBalances(l.Breakdown(at))
 	return resp, nil
-}
-
-func expiry(exp int64) *int64 {
-	if exp == ledger.Never {
-		return nil
-	}
-	return &exp
 }
 
 // ListEvents implements rationv1.LedgerServer, without faults.
@@ -496,25 +479,7 @@ func (s *Server) ListEvents(_ context.Context, r *rationv1.ListEventsRequest) (*
 		return resp, nil
 	}
 	evs, next, skip, more := l.History(cur.next, to, cur.skip, limit)
-	for _, e := range evs {
-		pe := &rationv1.Event{
-			Id: e.ID, Timestamp: e.Timestamp, Amount: e.Amount, BalanceAfter: e.BalanceAfter,
-		}
-		switch e.Kind {
-		case ledger.KindGrant:
-			pe.Kind = rationv1.EventKind_EVENT_KIND_GRANT
-			pe.ExpiresAt = expiry(e.ExpiresAt)
-			pe.Priority = e.Priority
-		case ledger.KindDeduction:
-			pe.Kind = rationv1.EventKind_EVENT_KIND_DEDUCTION
-			for _, a := range e.Allocations {
-				pe.Allocations = append(pe.Allocations, &rationv1.Allocation{GrantId: a.GrantID, Amount: a.Amount})
-			}
-		case ledger.KindExpiration:
-			pe.Kind = rationv1.EventKind_EVENT_KIND_EXPIRATION
-		}
-		resp.Events = append(resp.Events, pe)
-	}
+	resp.Events = ledgerproto.Events(evs)
 	if more {
 		cur.next, cur.skip = next, skip
 		resp.NextPageToken = cur.String()

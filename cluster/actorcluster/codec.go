@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ration/ration/actors"
+	"github.com/ration/ration/api/ledgerproto"
 	rationv1 "github.com/ration/ration/api/rationv1"
 	"github.com/ration/ration/cluster/actorcluster/actorpb"
 	"github.com/ration/ration/ledger"
@@ -52,7 +53,7 @@ func deductRequest(user string, d ledger.Deduction) *actorpb.Request {
 }
 
 func grantMessage(user string, g ledger.Grant) *rationv1.GrantRequest {
-	return &rationv1.GrantRequest{User: user, Id: g.ID, Amount: g.Amount, Timestamp: g.Timestamp, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority}
+	return &rationv1.GrantRequest{User: user, Id: g.ID, Amount: g.Amount, Timestamp: g.Timestamp, ExpiresAt: ledgerproto.Expiry(g.ExpiresAt), Priority: g.Priority}
 }
 
 func deductMessage(user string, d ledger.Deduction) *rationv1.DeductRequest {
@@ -60,11 +61,7 @@ func deductMessage(user string, d ledger.Deduction) *rationv1.DeductRequest {
 }
 
 func grantOf(r *rationv1.GrantRequest) ledger.Grant {
-	g := ledger.Grant{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp(), ExpiresAt: ledger.Never, Priority: r.GetPriority()}
-	if r.ExpiresAt != nil {
-		g.ExpiresAt = *r.ExpiresAt
-	}
-	return g
+	return ledger.Grant{ID: r.GetId(), Amount: r.GetAmount(), Timestamp: r.GetTimestamp(), ExpiresAt: ledgerproto.LedgerExpiry(r.ExpiresAt), Priority: r.GetPriority()}
 }
 
 func deductionOf(r *rationv1.DeductRequest) ledger.Deduction {
@@ -78,7 +75,7 @@ func writeReply(res actors.WriteResult, err error, deduct bool) *actorpb.Reply {
 	case err != nil:
 		return errorReply(err)
 	case deduct:
-		return payloadReply(&rationv1.DeductResponse{Duplicate: res.Duplicate, Version: res.Version, Allocations: allocations(res.Allocations)})
+		return payloadReply(&rationv1.DeductResponse{Duplicate: res.Duplicate, Version: res.Version, Allocations: ledgerproto.Allocations(res.Allocations)})
 	}
 	return payloadReply(&rationv1.GrantResponse{Duplicate: res.Duplicate, Version: res.Version})
 }
@@ -156,11 +153,7 @@ func writeResult(rep *actorpb.Reply, deduct bool) (actors.WriteResult, error) {
 		if err := decodePayload(rep, &r); err != nil {
 			return actors.WriteResult{}, err
 		}
-		out := actors.WriteResult{Duplicate: r.Duplicate, Version: r.Version}
-		for _, a := range r.Allocations {
-			out.Allocations = append(out.Allocations, ledger.Allocation{GrantID: a.GrantId, Amount: a.Amount})
-		}
-		return out, nil
+		return actors.WriteResult{Duplicate: r.Duplicate, Version: r.Version, Allocations: ledgerproto.LedgerAllocations(r.Allocations)}, nil
 	}
 	var r rationv1.GrantResponse
 	if err := decodePayload(rep, &r); err != nil {
@@ -176,25 +169,9 @@ func balanceResult(rep *actorpb.Reply) (actors.BalanceResult, error) {
 	}
 	out := actors.BalanceResult{Balance: r.Balance}
 	for _, g := range r.Grants {
-		exp := ledger.Never
-		if g.ExpiresAt != nil {
-			exp = *g.ExpiresAt
-		}
-		out.Grants = append(out.Grants, ledger.GrantBalance{ID: g.Id, Remaining: g.Remaining, Timestamp: g.Timestamp, ExpiresAt: exp, Priority: g.Priority})
+		out.Grants = append(out.Grants, ledgerproto.LedgerGrantBalance(g))
 	}
 	return out, nil
-}
-
-var toKind = map[rationv1.EventKind]ledger.EventKind{
-	rationv1.EventKind_EVENT_KIND_GRANT:      ledger.KindGrant,
-	rationv1.EventKind_EVENT_KIND_DEDUCTION:  ledger.KindDeduction,
-	rationv1.EventKind_EVENT_KIND_EXPIRATION: ledger.KindExpiration,
-}
-
-var fromKind = map[ledger.EventKind]rationv1.EventKind{
-	ledger.KindGrant:      rationv1.EventKind_EVENT_KIND_GRANT,
-	ledger.KindDeduction:  rationv1.EventKind_EVENT_KIND_DEDUCTION,
-	ledger.KindExpiration: rationv1.EventKind_EVENT_KIND_EXPIRATION,
 }
 
 func pageResult(rep *actorpb.Reply, user string, from, to int64) (actors.Page, error) {
@@ -204,17 +181,7 @@ func pageResult(rep *actorpb.Reply, user string, from, to int64) (actors.Page, e
 	}
 	var p actors.Page
 	for _, e := range r.Events {
-		ev := ledger.Event{Kind: toKind[e.Kind], ID: e.Id, Timestamp: e.Timestamp, Amount: e.Amount, Priority: e.Priority, BalanceAfter: e.BalanceAfter, ExpiresAt: ledger.Never}
-		if e.ExpiresAt != nil {
-			ev.ExpiresAt = *e.ExpiresAt
-		}
-		if ev.Kind == ledger.KindDeduction {
-			ev.Allocations = []ledger.Allocation{}
-			for _, a := range e.Allocations {
-				ev.Allocations = append(ev.Allocations, ledger.Allocation{GrantID: a.GrantId, Amount: a.Amount})
-			}
-		}
-		p.Events = append(p.Events, ev)
+		p.Events = append(p.Events, ledgerproto.LedgerEvent(e))
 	}
 	if r.NextPageToken != "" {
 		next, nextSkip, err := service.ParsePageToken(r.NextPageToken, user, from, to)
@@ -270,21 +237,6 @@ func payloadReply(m proto.Message) *actorpb.Reply {
 	return &actorpb.Reply{Payload: b}
 }
 
-func allocations(as []ledger.Allocation) []*rationv1.Allocation {
-	out := make([]*rationv1.Allocation, len(as))
-	for i, a := range as {
-		out[i] = &rationv1.Allocation{GrantId: a.GrantID, Amount: a.Amount}
-	}
-	return out
-}
-
-func expiry(t int64) *int64 {
-	if t == ledger.Never {
-		return nil
-	}
-	return &t
-}
-
 // serve runs one request envelope's operation on l. A payload that does
 // not decode is refused as unsupported: it came from a release that
 // encodes differently.
@@ -321,11 +273,7 @@ func serve(ctx context.Context, req *actorpb.Request, l actors.Local) *actorpb.R
 		if err != nil {
 			return errorReply(err)
 		}
-		res := &rationv1.GetBalanceResponse{User: user, At: *r.At, Balance: b.Balance, Grants: make([]*rationv1.GrantBalance, len(b.Grants))}
-		for i, g := range b.Grants {
-			res.Grants[i] = &rationv1.GrantBalance{Id: g.ID, Remaining: g.Remaining, ExpiresAt: expiry(g.ExpiresAt), Priority: g.Priority, Timestamp: g.Timestamp}
-		}
-		return payloadReply(res)
+		return payloadReply(&rationv1.GetBalanceResponse{User: user, At: *r.At, Balance: b.Balance, Grants: ledgerproto.GrantBalances(b.Grants)})
 	case actorpb.Kind_KIND_HISTORY:
 		var r rationv1.ListEventsRequest
 		if err := proto.Unmarshal(req.GetPayload(), &r); err != nil {
@@ -346,17 +294,7 @@ func serve(ctx context.Context, req *actorpb.Request, l actors.Local) *actorpb.R
 		if err != nil {
 			return errorReply(err)
 		}
-		res := &rationv1.ListEventsResponse{Events: make([]*rationv1.Event, len(p.Events))}
-		for i, e := range p.Events {
-			pe := &rationv1.Event{Kind: fromKind[e.Kind], Id: e.ID, Timestamp: e.Timestamp, Amount: e.Amount, BalanceAfter: e.BalanceAfter}
-			switch e.Kind {
-			case ledger.KindGrant:
-				pe.ExpiresAt, pe.Priority = expiry(e.ExpiresAt), e.Priority
-			case ledger.KindDeduction:
-				pe.Allocations = allocations(e.Allocations)
-			}
-			res.Events[i] = pe
-		}
+		res := &rationv1.ListEventsResponse{Events: ledgerproto.Events(p.Events)}
 		if p.More {
 			res.NextPageToken = service.PageToken(user, from, to, p.Next, p.NextSkip)
 		}
