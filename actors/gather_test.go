@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ration/ration/actors/actorstest"
@@ -320,35 +321,44 @@ func TestCreatorGoneAfterSharedProposal(t *testing.T) {
 // early (every member left before it opened) does not open the one behind
 // it before the gathers ahead of it have sealed. Two open gathers could
 // hold one user each and wait for each other's members.
+//
+// The gathers' goroutines run in a synctest bubble: synctest.Wait returns
+// once every one of them is blocked, so "not open" below means a wrong
+// implementation had every chance to open it, not that it was too slow.
 func TestQueuedGathersOpenInOrder(t *testing.T) {
-	rep := actorstest.NewReplica(1)
-	isOpen := func(g *gather) bool {
-		select {
-		case <-g.open:
-			return true
-		default:
-			return false
+	synctest.Test(t, func(t *testing.T) {
+		rep := actorstest.NewReplica(1)
+		isOpen := func(g *gather) bool {
+			select {
+			case <-g.open:
+				return true
+			default:
+				return false
+			}
 		}
-	}
-	one := func(string) int { return 1 }
-	g1 := newGather(rep, nil)
-	g1.add([]string{"a"}, one)
-	g2 := newGather(rep, g1)
-	g2.add([]string{"a", "b"}, one)
-	g3 := newGather(rep, g2)
-	g3.add([]string{"a"}, one)
-	g2.leave()
-	g2.leave()
-	if !g2.sealed() {
-		t.Fatal("g2 not sealed after both its members left")
-	}
-	time.Sleep(20 * time.Millisecond) // give a wrong implementation time to open g3
-	if !isOpen(g1) || isOpen(g2) || isOpen(g3) {
-		t.Fatalf("open: g1 %v g2 %v g3 %v, want only g1", isOpen(g1), isOpen(g2), isOpen(g3))
-	}
-	g1.leave()
-	waitUntil(t, "g3 opens after g1 seals", func() bool { return isOpen(g3) })
-	if !isOpen(g2) {
-		t.Fatal("g3 open before g2")
-	}
+		one := func(string) int { return 1 }
+		g1 := newGather(rep, nil)
+		g1.add([]string{"a"}, one)
+		// Sealing g1 lets the queue's goroutines end, also after a
+		// failure (a bubble must end with no goroutine blocked).
+		t.Cleanup(g1.leave)
+		g2 := newGather(rep, g1)
+		g2.add([]string{"a", "b"}, one)
+		g3 := newGather(rep, g2)
+		g3.add([]string{"a"}, one)
+		g2.leave()
+		g2.leave()
+		if !g2.sealed() {
+			t.Fatal("g2 not sealed after both its members left")
+		}
+		synctest.Wait()
+		if !isOpen(g1) || isOpen(g2) || isOpen(g3) {
+			t.Fatalf("open: g1 %v g2 %v g3 %v, want only g1", isOpen(g1), isOpen(g2), isOpen(g3))
+		}
+		g1.leave()
+		synctest.Wait()
+		if !isOpen(g2) || !isOpen(g3) {
+			t.Fatalf("after g1 sealed: g2 open %v, g3 open %v; want both", isOpen(g2), isOpen(g3))
+		}
+	})
 }

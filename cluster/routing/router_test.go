@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,8 +59,6 @@ type remote struct {
 	// fail fails this many attempts before they reach the leader;
 	// lose this many after the leader served them (a lost reply).
 	fail, lose atomic.Int32
-	// hang makes attempts wait for their context to end.
-	hang atomic.Bool
 }
 
 var errInjected = fmt.Errorf("injected: %w", service.ErrUnavailable)
@@ -67,10 +66,6 @@ var errInjected = fmt.Errorf("injected: %w", service.ErrUnavailable)
 func attempt[T any](ctx context.Context, r *remote, user string, do func(*actors.Directory) (T, error)) (T, error) {
 	var zero T
 	r.hops.Add(1)
-	if r.hang.Load() {
-		<-ctx.Done()
-		return zero, ctx.Err()
-	}
 	if r.fail.Add(-1) >= 0 {
 		return zero, errInjected
 	}
@@ -263,61 +258,87 @@ func TestIdsKeptAcrossRetries(t *testing.T) {
 	}
 }
 
-// A shard with no leader anywhere: the request is retried until the
-// deadline, then reported unavailable, never wrong.
+// leaderless is a remote for the router's own retries, run in a synctest
+// bubble: every attempt fails as "no leader" until up is set, then
+// succeeds; with hang set, an attempt waits for its context to end.
+type leaderless struct {
+	service.Backend // only Grant is called
+	up, hang        atomic.Bool
+	hops            atomic.Int64
+}
+
+func (l *leaderless) Grant(ctx context.Context, _ string, _ ledger.Grant) (actors.WriteResult, error) {
+	l.hops.Add(1)
+	switch {
+	case l.hang.Load():
+		<-ctx.Done()
+		return actors.WriteResult{}, ctx.Err()
+	case l.up.Load():
+		return actors.WriteResult{Version: 1}, nil
+	}
+	return actors.WriteResult{}, fmt.Errorf("no leader: %w", service.ErrUnavailable)
+}
+
+// nowhere leads nothing on this node.
+type nowhere struct{}
+
+func (nowhere) ShardOf(string) uint32   { return 0 }
+func (nowhere) LocalLeader(uint32) bool { return false }
+
+// A shard with no leader anywhere: the request is retried, with backoff,
+// until the next attempt could not start before the deadline, then
+// reported unavailable, never wrong. In the bubble the clock is the
+// router's alone, so when it gave up is exact.
 func TestNoLeaderIsUnavailable(t *testing.T) {
-	w, nodes := newWorld(t, 2)
-	w.mu.Lock()
-	for s := range w.leaders {
-		w.leaders[s] = "nobody"
-	}
-	w.mu.Unlock()
-	start := time.Now()
-	_, err := nodes[0].router.Grant(context.Background(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
-	if !errors.Is(err, service.ErrUnavailable) {
-		t.Fatalf("got %v, want unavailable", err)
-	}
-	if el := time.Since(start); el < time.Second || el > 5*time.Second {
-		t.Fatalf("gave up after %v, want about the 2s deadline", el)
-	}
-	if hops := nodes[0].remote.hops.Load(); hops < 4 {
-		t.Fatalf("%d attempts in 2s: the router should retry with backoff", hops)
-	}
-	// Leadership appears during the retries: the request succeeds.
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		w.mu.Lock()
-		for s := range w.leaders {
-			w.leaders[s] = "b"
+	synctest.Test(t, func(t *testing.T) {
+		rem := &leaderless{}
+		r := New(nil, nowhere{}, Options{Deadline: 2 * time.Second, Remote: rem})
+		start := time.Now()
+		_, err := r.Grant(t.Context(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+		if !errors.Is(err, service.ErrUnavailable) {
+			t.Fatalf("got %v, want unavailable", err)
 		}
-		w.mu.Unlock()
-	}()
-	if _, err := nodes[0].router.Grant(context.Background(), "y", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
-		t.Fatalf("after a leader appeared: %v", err)
-	}
+		if el := time.Since(start); el > 2*time.Second || el < 2*time.Second-routeBackoff.Cap {
+			t.Fatalf("gave up after %v, want within one wait (%v) before the 2s deadline", el, routeBackoff.Cap)
+		}
+		if hops := rem.hops.Load(); hops < 4 {
+			t.Fatalf("%d attempts in 2s: the router should retry with backoff", hops)
+		}
+		// Leadership appears during the retries: the request succeeds.
+		time.AfterFunc(300*time.Millisecond, func() { rem.up.Store(true) })
+		start = time.Now()
+		if _, err := r.Grant(t.Context(), "y", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
+			t.Fatalf("after a leader appeared: %v", err)
+		}
+		if el := time.Since(start); el < 300*time.Millisecond {
+			t.Fatalf("succeeded after %v, before the leader appeared", el)
+		}
+	})
 }
 
 // An attempt that never answers ends at the routing deadline, as
 // unavailable (503), not as the caller's deadline.
 func TestHungAttemptIsUnavailable(t *testing.T) {
-	w, nodes := newWorld(t, 2)
-	w.mu.Lock()
-	for s := range w.leaders {
-		w.leaders[s] = "b"
-	}
-	w.mu.Unlock()
-	nodes[0].remote.hang.Store(true)
-	_, err := nodes[0].router.Grant(context.Background(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
-	if service.ClassOf(err) != service.ClassUnavailable {
-		t.Fatalf("got %v, want unavailable", err)
-	}
-	// The caller's own, shorter deadline is the caller's.
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	_, err = nodes[0].router.Grant(ctx, "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want the caller's deadline", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rem := &leaderless{}
+		rem.hang.Store(true)
+		r := New(nil, nowhere{}, Options{Deadline: 2 * time.Second, Remote: rem})
+		start := time.Now()
+		_, err := r.Grant(t.Context(), "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+		if service.ClassOf(err) != service.ClassUnavailable {
+			t.Fatalf("got %v, want unavailable", err)
+		}
+		if el := time.Since(start); el != 2*time.Second {
+			t.Errorf("gave up after %v, want at the 2s deadline", el)
+		}
+		// The caller's own, shorter deadline is the caller's.
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err = r.Grant(ctx, "x", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want the caller's deadline", err)
+		}
+	})
 }
 
 // userLedBy finds a user whose shard, as n's router places it, node leads.
