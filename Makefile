@@ -18,7 +18,7 @@ MODULES := . test bench tools
 NODE_MODULES := list -deps -f '{{with .Module}}{{if not (or .Main .Replace)}}{{.Path}} {{.Version}}{{end}}{{end}}'
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint staticcheck-bin generate proto proto-baseline bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest
+.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint staticcheck-bin generate proto proto-baseline bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest chaos-bugs-check
 
 all: build
 
@@ -56,12 +56,20 @@ staticcheck-bin:
 
 # `go mod tidy -diff` prints the difference and fails when a go.mod or
 # go.sum is not what tidy makes of it.
-lint: vet proto staticcheck-bin
+lint: vet proto staticcheck-bin chaos-bugs-check
 	$(BIN)/staticcheck $(PKGS)
 	cd test && ../$(BIN)/staticcheck $(TEST_PKGS)
 	for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff) || exit 1; done
 	diff <($(GO) $(NODE_MODULES) ./cmd/node | sort -u) \
 		<(cd test && $(GO) $(NODE_MODULES) github.com/ration/ration/cmd/node | sort -u)
+
+# Each planted bug of the chaos self-test is a patch against this tree
+# (test/chaos/selftest/DESIGN.md): one that no longer applies fails here,
+# in seconds, not in make chaos-selftest.
+chaos-bugs-check:
+	@for p in test/chaos/selftest/bugs/*.patch; do \
+		git apply --check "$$p" || { echo "$$p no longer applies: update it (test/chaos/selftest/DESIGN.md)"; exit 1; }; \
+	done
 
 # Everything under the race detector; -short trims the long randomized
 # suites, which test-full runs whole without it.
@@ -102,7 +110,8 @@ chaos: chaos-bin
 	$(BIN)/ration-chaos -binary $(BIN)/ration-node-chaos -nodes 3 -seed $(SEED) -duration $(CHAOS_DURATION) -faults all -out out/chaos/3n-seed$(SEED)
 	$(BIN)/ration-chaos -binary $(BIN)/ration-node-chaos -nodes 5 -seed $(SEED) -duration $(CHAOS_DURATION) -faults all -out out/chaos/5n-seed$(SEED)
 
-# Each planted bug (chaos/DESIGN.md) must make the harness report FAIL.
+# Each planted bug (test/chaos/selftest/DESIGN.md: a patch applied to a
+# copy of the tree) must make the harness report FAIL.
 chaos-selftest:
 	cd test && RATION_CHAOS_SELFTEST=1 RATION_CHAOS_SELFTEST_OUT=$(CURDIR)/out/chaos/selftest $(GO) test -count=1 -v -parallel 2 -timeout 30m ./chaos/selftest/
 

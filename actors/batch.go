@@ -577,7 +577,7 @@ func (a *userActor) prepare(ops []BatchOp, res []BatchResult, chain bool) []raft
 		} else {
 			r, err = a.l.Deduct(req.deduction)
 		}
-		if r, err = applyAgain(a.l, req, r, err); err != nil || r.Duplicate {
+		if err != nil || r.Duplicate {
 			break
 		}
 		v := a.version + uint64(len(run))

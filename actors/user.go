@@ -109,7 +109,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		ctx.CancelReceiveTimeout()
 		ctx.Poison(ctx.Self())
 	case *request:
-		r := showIDs(a.handle(m))
+		r := a.handle(m)
 		if m.done != nil {
 			m.answer(r)
 		} else {
@@ -131,22 +131,22 @@ func (a *userActor) Receive(ctx actor.Context) {
 type inline struct{ a *userActor }
 
 func (i inline) Grant(ctx context.Context, g ledger.Grant) (WriteResult, error) {
-	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opGrant, grant: g}))
+	r := i.a.handle(&request{ctx: ctx, kind: opGrant, grant: g})
 	return WriteResult{Duplicate: r.duplicate, Version: r.version}, r.err
 }
 
 func (i inline) Deduct(ctx context.Context, d ledger.Deduction) (WriteResult, error) {
-	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opDeduct, deduction: d}))
+	r := i.a.handle(&request{ctx: ctx, kind: opDeduct, deduction: d})
 	return WriteResult{Duplicate: r.duplicate, Version: r.version, Allocations: r.allocs}, r.err
 }
 
 func (i inline) Balance(ctx context.Context, at int64, stale bool) (BalanceResult, error) {
-	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opBalance, at: at, stale: stale}))
+	r := i.a.handle(&request{ctx: ctx, kind: opBalance, at: at, stale: stale})
 	return BalanceResult{Balance: r.balance, Grants: r.grants, Version: r.version}, r.err
 }
 
 func (i inline) History(ctx context.Context, from, to int64, skip, limit int, stale bool) (Page, error) {
-	r := showIDs(i.a.handle(&request{ctx: ctx, kind: opHistory, from: from, to: to, skip: skip, limit: limit, stale: stale}))
+	r := i.a.handle(&request{ctx: ctx, kind: opHistory, from: from, to: to, skip: skip, limit: limit, stale: stale})
 	return Page{Events: r.events, Next: r.next, NextSkip: r.nextSkip, More: r.more, Version: r.version}, r.err
 }
 
@@ -201,7 +201,6 @@ func (a *userActor) write(req *request, proposed bool) *reply {
 		} else {
 			res, err = a.l.Deduct(req.deduction)
 		}
-		res, err = applyAgain(a.l, req, res, err)
 		if err != nil {
 			// A refusal is an answer too and must be linearizable: refuse
 			// only on a cache known to be current.

@@ -100,7 +100,7 @@ func (v *Views) Hosts(shard uint32) bool {
 func (v *Views) Balance(ctx context.Context, user string, at int64) (BalanceResult, error) {
 	var r BalanceResult
 	err := v.read(ctx, user, func(w *view) {
-		r = BalanceResult{Balance: w.l.Balance(at), Grants: showIDs(&reply{grants: w.l.Breakdown(at)}).grants, Version: w.version}
+		r = BalanceResult{Balance: w.l.Balance(at), Grants: w.l.Breakdown(at), Version: w.version}
 	})
 	return r, err
 }
@@ -111,7 +111,6 @@ func (v *Views) History(ctx context.Context, user string, from, to int64, skip, 
 	var p Page
 	err := v.read(ctx, user, func(w *view) {
 		p.Events, p.Next, p.NextSkip, p.More = w.l.History(from, to, skip, limit)
-		p.Events = showIDs(&reply{events: p.Events}).events
 		p.Version = w.version
 	})
 	return p, err

@@ -270,9 +270,6 @@ func (s *Shard) applyOp(op *raftpb.Op) OpResult {
 	if op.GetExpectedVersion() != cur || cur == math.MaxUint64 {
 		return OpResult{Version: cur}
 	}
-	if clockRefuses(op) {
-		return OpResult{Version: cur}
-	}
 	if u == nil {
 		u = &userLog{}
 		s.users[op.User] = u

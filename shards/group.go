@@ -30,8 +30,7 @@ const (
 )
 
 // raftStore is a group's raft log and stable store: its view of the
-// node's shared engine, or its own raft.db (Config.LogStore). Only the
-// chaosbug_nofsync build wraps it (chaosbug_nofsync.go).
+// node's shared engine, or its own raft.db (Config.LogStore).
 type raftStore interface {
 	raft.LogStore
 	raft.StableStore
@@ -173,17 +172,16 @@ func (h *Host) openLogStore(id uint32, dir string) (raftStore, error) {
 		if err != nil {
 			return nil, err
 		}
-		return chaosStore(lg), nil
+		return lg, nil
 	}
 	db, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout, NoFreelistSync: false},
-		NoSync:      chaosNoSync,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return chaosStore(db), nil
+	return db, nil
 }
 
 // logCacheEntries is how many of a group's latest entries raft keeps in

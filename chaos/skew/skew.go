@@ -1,9 +1,9 @@
 // Package skew is a wall clock that a chaos test can move: Now is
 // time.Now shifted by an offset that Set changes at run time, process-wide.
 //
-// Only builds with the chaos tag use it (node's "now" and the
-// chaosbug_applyclock planted bug); a production binary does not link it.
-// See ../DESIGN.md.
+// Only builds with the chaos tag use it (node's "now", and the applyclock
+// planted bug of test/chaos/selftest); a production binary does not link
+// it. See ../DESIGN.md.
 package skew
 
 import (

@@ -188,9 +188,6 @@ func (r *Router) Deduct(ctx context.Context, user string, d ledger.Deduction) (a
 // replica when it holds one (see replicaRead), else it goes to the leader
 // like a linearizable one.
 func (r *Router) Balance(ctx context.Context, user string, at int64, stale bool) (actors.BalanceResult, error) {
-	if served, res, err := readLocally(ctx, r, user, at, stale); served {
-		return res, err
-	}
 	if served, res, err := replicaRead(r, user, stale, func(rs Replicas) (actors.BalanceResult, error) {
 		return rs.Balance(ctx, user, at)
 	}); served {
