@@ -165,9 +165,11 @@ func TestOpChoiceIsDeterministic(t *testing.T) {
 		}
 		return out
 	}
-	a, _ := run(t, 11, 500*time.Millisecond, false)
-	b, _ := run(t, 11, 700*time.Millisecond, false)
-	c, _ := run(t, 12, 500*time.Millisecond, false)
+	// Long enough for ten ops per client on a loaded machine under -race
+	// (at 500 ms, half the runs at load average 20 had fewer).
+	a, _ := run(t, 11, 1500*time.Millisecond, false)
+	b, _ := run(t, 11, 1700*time.Millisecond, false)
+	c, _ := run(t, 12, 1500*time.Millisecond, false)
 	sa, sb, sc := seqs(a), seqs(b), seqs(c)
 	for client, x := range sa {
 		y := sb[client]
