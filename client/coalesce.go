@@ -27,11 +27,13 @@ import (
 // it had been sent alone (api/ration/v1), and concurrent calls have no
 // order between them.
 
-// DefaultMaxInflight is Options.MaxInflight' default: enough
-// requests per node to keep its raft pipeline busy (each shard keeps
-// entries in flight), few enough that a queue builds and batches under
-// load. Reads use the same bound.
-const DefaultMaxInflight = 8
+// DefaultMaxInflight is Options.MaxInflight's default: a few calls per
+// node keep its raft pipeline busy (each shard keeps entries in flight)
+// while a queue builds and batches under load. With 64 clients writing,
+// 4 beat 1, 2, 8 and 16 on 1 node (7.8-8.9k/s against 5.8-7.7k at 8 and
+// 5.8-6.1k alone) and 2 and 8 on 3 nodes, measured interleaved
+// (docs/BENCHMARKS.md, "Coalescing"). Reads use the same bound.
+const DefaultMaxInflight = 4
 
 // maxCoalesced is the most requests one coalesced call carries: the
 // server's limit for Batch and GetBalances alike.
