@@ -26,27 +26,32 @@ func clustered(n *Node) bool { return len(n.cfg.Join) > 0 || n.cfg.BootstrapExpe
 
 // joinCluster is Start's part for a clustered node: it joins the gossip
 // cluster, settles the shard count with it, joins the actor cluster and
-// decides which shards to open (formation). What it starts is undone by
-// the functions it adds to cleanup, should Start fail later.
-func (n *Node) joinCluster(ctx context.Context, cleanup *[]func()) (hosted []uint32, peersOf func(uint32) []raft.Server, err error) {
-	if err := n.startMembership(ctx); err != nil {
+// decides which shards to open (formation). It pushes the closers of what
+// it starts.
+func (n *Node) joinCluster(ctx context.Context) (hosted []uint32, peersOf func(uint32) []raft.Server, err error) {
+	members, leave, err := n.newMembership(ctx)
+	if err != nil {
 		return nil, nil, err
 	}
-	*cleanup = append(*cleanup, func() { _ = n.members.Leave(context.Background()) })
+	n.members = members
+	n.closers.push(leave)
 	if err := n.settleShards(ctx); err != nil {
 		return nil, nil, err
 	}
 	// Before anything else uses gRPC in this process: protoactor's
 	// remote replaces gRPC's global logger when it starts.
-	if err := n.startActors(); err != nil {
+	c, closeActors, err := n.newActorCluster()
+	if err != nil {
 		return nil, nil, err
 	}
-	*cleanup = append(*cleanup, n.actors.Shutdown)
+	n.actors = c
+	n.closers.push(closeActors)
 	return n.formation(ctx)
 }
 
-// startMembership joins the gossip cluster with this node's addresses.
-func (n *Node) startMembership(ctx context.Context) error {
+// newMembership joins the gossip cluster with this node's addresses. Its
+// closer leaves it.
+func (n *Node) newMembership(ctx context.Context) (*membership.Membership, closer, error) {
 	cfg := n.cfg
 	m, err := membership.Start(ctx, membership.Config{
 		NodeID:        cfg.NodeID,
@@ -70,10 +75,9 @@ func (n *Node) startMembership(ctx context.Context) error {
 		Logger: n.log.With("component", "membership"),
 	})
 	if err != nil {
-		return fmt.Errorf("membership: %w", err)
+		return nil, nil, fmt.Errorf("membership: %w", err)
 	}
-	n.members = m
-	return nil
+	return m, m.Leave, nil
 }
 
 // protocolVersion is what this release announces in gossip (Meta.Version).
@@ -120,9 +124,9 @@ func chainableAmong(members []membership.Member, servers []raft.Server) bool {
 	return true
 }
 
-// startActors joins the actor cluster: protoactor remote on the actor
+// newActorCluster joins the actor cluster: protoactor remote on the actor
 // port, its topology fed by the gossip view.
-func (n *Node) startActors() error {
+func (n *Node) newActorCluster() (*actorcluster.Cluster, closer, error) {
 	c, err := actorcluster.Start(actorcluster.Config{
 		NodeID:        n.cfg.NodeID,
 		System:        n.sys,
@@ -137,10 +141,9 @@ func (n *Node) startActors() error {
 		TLS:           actorTLS(n.tls),
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	n.actors = c
-	return nil
+	return c, quiet(c.Shutdown), nil
 }
 
 // activator hands the actor cluster this node's directory, once it exists.

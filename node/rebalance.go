@@ -159,10 +159,10 @@ func sameMembers(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
-// newRebalancer builds the reconciler before the APIs serve, so status
-// never reads the field while it is being set; startRebalancer runs it.
-func (n *Node) newRebalancer() {
-	n.rebalancer = rebalance.New(rebalance.Config{
+// newRebalancer is the reconciler that moves this node's replicas as
+// membership changes.
+func (n *Node) newRebalancer() *rebalance.Reconciler {
+	return rebalance.New(rebalance.Config{
 		Host:           n.host,
 		Members:        n.members,
 		AppliedIndex:   n.peers.appliedIndex,
@@ -173,5 +173,3 @@ func (n *Node) newRebalancer() {
 		Registerer:     n.reg,
 	})
 }
-
-func (n *Node) startRebalancer() { n.rebalancer.Start() }
