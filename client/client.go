@@ -442,14 +442,7 @@ func (r *retrier) again(ctx context.Context, ep *endpoint, err error, maybeAppli
 // the ctx's error. A done ctx is kept in the chain so that
 // errors.Is(err, context.Canceled) holds.
 func (r *retrier) giveUp(ctx context.Context) error {
-	last := r.last
-	if err := ctx.Err(); err != nil {
-		if last == nil {
-			last = err
-		} else {
-			last = fmt.Errorf("%w (last attempt: %v)", err, last)
-		}
-	}
+	last := withCtxErr(ctx, r.last)
 	switch {
 	case r.k.write && r.maybeApplied:
 		return &OutcomeUnknownError{Op: r.k.op, ID: r.k.id, Attempts: r.attempts, Err: last}
@@ -457,6 +450,19 @@ func (r *retrier) giveUp(ctx context.Context) error {
 		return fmt.Errorf("ration: %s: %w", strings.ToLower(r.k.method), last)
 	}
 	return &UnavailableError{Attempts: r.attempts, Err: last}
+}
+
+// withCtxErr is last, the last attempt's error, behind ctx's error once
+// ctx is done.
+func withCtxErr(ctx context.Context, last error) error {
+	err := ctx.Err()
+	switch {
+	case err == nil:
+		return last
+	case last == nil:
+		return err
+	}
+	return fmt.Errorf("%w (last attempt: %v)", err, last)
 }
 
 // do runs f until it succeeds, fails for good, or the retry budget or ctx

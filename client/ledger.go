@@ -283,60 +283,28 @@ func definitive(err error) bool {
 // budget is spent.
 func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 	r := c.retrier(call{method: "Batch", write: true, op: "batch"})
-	pending := make([]int, len(ops))
-	for i := range pending {
-		pending[i] = i
+	pending := make([]*batchOp, len(ops))
+	for i := range ops {
+		pending[i] = &batchOp{i: i, op: ops[i], res: &results[i]}
 	}
-	maybeApplied := make([]bool, len(ops))
-	attempts := make([]int, len(ops))
-	lastErr := make([]error, len(ops))
-	open := make([]openAttempts, len(ops))
-
-	giveUp := func() {
-		for _, i := range pending {
-			var last error = lastErr[i]
-			if err := ctx.Err(); err != nil {
-				if last == nil {
-					last = err
-				} else {
-					last = fmt.Errorf("%w (last attempt: %v)", err, last)
-				}
-			}
-			switch op := ops[i]; {
-			case maybeApplied[i]:
-				kind := "grant"
-				if op.Deduct != nil {
-					kind = "deduct"
-				}
-				results[i].Err = &OutcomeUnknownError{Op: kind, ID: op.id(), Attempts: attempts[i], Err: last}
-			case lastErr[i] == nil:
-				results[i].Err = fmt.Errorf("ration: batch: %w", last)
-			default:
-				results[i].Err = &UnavailableError{Attempts: attempts[i], Err: last}
-			}
-		}
-	}
-
 	for pos := c.start(); ; pos++ {
 		if ctx.Err() != nil {
-			giveUp()
+			giveUpBatch(ctx, pending)
 			return
 		}
 		if c.closed.Load() {
-			for _, i := range pending {
-				results[i].Err = fmt.Errorf("ration: batch: %w", ErrClosed)
-			}
+			failBatch(pending, fmt.Errorf("ration: batch: %w", ErrClosed))
 			return
 		}
 		req := &rationv1.BatchRequest{Operations: make([]*rationv1.Operation, len(pending))}
-		for j, i := range pending {
-			req.Operations[j] = ops[i].proto()
-			attempts[i]++
+		for j, b := range pending {
+			req.Operations[j] = b.op.proto()
+			b.attempts++
 		}
 		// The part's operations were led by one node when it was made:
 		// routing by the first one's user sends them all there, unless
 		// leadership moved since (the node then forwards).
-		user := ops[pending[0]].User
+		user := pending[0].op.User
 		ep, at, node := c.target(user, pos)
 		pos = at
 		r.attempts++
@@ -346,96 +314,153 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 		cancel()
 		c.learn(user, node, md, err)
 
-		var callErr error
-		// The operations refused while an earlier attempt of theirs may
-		// still apply: re-sent once that attempt cannot (see Client.do).
-		var unsettled openAttempts
-		refusedEarly := false
-		switch {
-		case err != nil && ctx.Err() != nil:
-			for _, i := range pending {
-				maybeApplied[i] = true
-			}
-			giveUp()
-			return
-		case err != nil:
-			retry, maybe := transient(status.Code(err))
-			if !retry {
-				mapped := c.final(r.k, err)
-				for _, i := range pending {
-					results[i].Err = mapped
-				}
-				return
-			}
-			for _, i := range pending {
-				maybeApplied[i] = maybeApplied[i] || maybe
-				lastErr[i] = err
-				if sent.Load() {
-					open[i].add(actx)
-				}
-			}
-			callErr = err
-		case len(resp.GetResults()) != len(pending):
-			err := fmt.Errorf("ration: batch: server returned %d results for %d operations", len(resp.GetResults()), len(pending))
-			for _, i := range pending {
-				results[i].Err = err
-			}
-			return
-		default:
-			next := pending[:0]
-			for j, res := range resp.GetResults() {
-				i := pending[j]
-				switch v := res.GetResult().(type) {
-				case *rationv1.OperationResult_Grant:
-					gr := grantResult(v.Grant)
-					results[i] = OpResult{Grant: &gr}
-				case *rationv1.OperationResult_Deduct:
-					dr := deductResult(v.Deduct)
-					results[i] = OpResult{Deduct: &dr}
-				case *rationv1.OperationResult_Error:
-					code := parseCode(v.Error.GetCode())
-					retry, maybe := transient(code)
-					if !retry {
-						opErr := fromOpError(v.Error)
-						if errors.Is(opErr, ErrInsufficientCredits) && open[i].unsettled(c.now()) {
-							lastErr[i] = fmt.Errorf("refused (%v) while an earlier attempt may still apply", opErr)
-							unsettled.join(open[i])
-							refusedEarly = true
-							next = append(next, i)
-							continue
-						}
-						results[i] = OpResult{Err: opErr}
-						continue
-					}
-					maybeApplied[i] = maybeApplied[i] || maybe
-					lastErr[i] = fromOpError(v.Error)
-					open[i].add(actx)
-					callErr = lastErr[i]
-					next = append(next, i)
-				default:
-					results[i] = OpResult{Err: fmt.Errorf("ration: batch: operation %d: empty result", i)}
-				}
-			}
-			pending = next
-			if len(pending) == 0 {
-				return
-			}
+		var round batchRound
+		if err != nil {
+			round = c.batchCallFailed(ctx, actx, r.k, pending, err, sent.Load())
+		} else {
+			round = c.batchResults(actx, pending, resp.GetResults())
 		}
-		if refusedEarly {
-			if !r.settle(ctx, unsettled) {
-				for _, i := range pending {
-					maybeApplied[i] = maybeApplied[i] || open[i].unsettled(c.now())
+		if pending = round.again; len(pending) == 0 {
+			return
+		}
+		if round.refusedEarly {
+			if !r.settle(ctx, round.unsettled) {
+				for _, b := range pending {
+					b.maybeApplied = b.maybeApplied || b.open.unsettled(c.now())
 				}
-				giveUp()
+				giveUpBatch(ctx, pending)
 				return
 			}
-			if callErr == nil {
+			if round.err == nil {
 				continue
 			}
 		}
-		if !r.again(ctx, ep, callErr, false) {
-			giveUp()
+		if !r.again(ctx, ep, round.err, false) {
+			giveUpBatch(ctx, pending)
 			return
+		}
+	}
+}
+
+// batchOp is one operation of a batch call, and what its attempts have
+// told so far: for each operation what a retrier keeps for a single call.
+type batchOp struct {
+	i            int // its position in the call, for errors
+	op           Op
+	res          *OpResult
+	attempts     int
+	maybeApplied bool
+	last         error // the last attempt's failure
+	open         openAttempts
+}
+
+// batchRound is what one attempt of a batch call leaves to do.
+type batchRound struct {
+	again []*batchOp // the operations to send again; none when done
+	err   error      // the transient failure to back off from; nil if none
+	// refusedEarly: some operations were refused while an earlier attempt
+	// of theirs may still apply, which unsettled covers; they are sent
+	// again once it cannot (see Client.do).
+	refusedEarly bool
+	unsettled    openAttempts
+}
+
+// batchCallFailed handles a batch call that failed as a whole: every
+// operation is sent again if the failure is transient, and gets its error
+// otherwise.
+func (c *Client) batchCallFailed(ctx, actx context.Context, k call, pending []*batchOp, err error, sent bool) batchRound {
+	if ctx.Err() != nil {
+		// The caller gave up mid-attempt: the writes may have reached the
+		// server.
+		for _, b := range pending {
+			b.maybeApplied = true
+		}
+		giveUpBatch(ctx, pending)
+		return batchRound{}
+	}
+	retry, maybe := transient(status.Code(err))
+	if !retry {
+		failBatch(pending, c.final(k, err))
+		return batchRound{}
+	}
+	for _, b := range pending {
+		b.maybeApplied = b.maybeApplied || maybe
+		b.last = err
+		if sent {
+			b.open.add(actx)
+		}
+	}
+	return batchRound{again: pending, err: err}
+}
+
+// batchResults takes the results of a batch call of pending, in order:
+// outcomes go to their operations' results, and the operations that failed
+// transiently, or were refused too early, are to be sent again.
+func (c *Client) batchResults(actx context.Context, pending []*batchOp, results []*rationv1.OperationResult) batchRound {
+	if len(results) != len(pending) {
+		failBatch(pending, fmt.Errorf("ration: batch: server returned %d results for %d operations", len(results), len(pending)))
+		return batchRound{}
+	}
+	round := batchRound{again: pending[:0]}
+	for j, res := range results {
+		b := pending[j]
+		switch v := res.GetResult().(type) {
+		case *rationv1.OperationResult_Grant:
+			gr := grantResult(v.Grant)
+			*b.res = OpResult{Grant: &gr}
+		case *rationv1.OperationResult_Deduct:
+			dr := deductResult(v.Deduct)
+			*b.res = OpResult{Deduct: &dr}
+		case *rationv1.OperationResult_Error:
+			opErr := fromOpError(v.Error)
+			retry, maybe := transient(parseCode(v.Error.GetCode()))
+			switch {
+			case retry:
+				b.maybeApplied = b.maybeApplied || maybe
+				b.last = opErr
+				b.open.add(actx)
+				round.err = opErr
+			case errors.Is(opErr, ErrInsufficientCredits) && b.open.unsettled(c.now()):
+				b.last = fmt.Errorf("refused (%v) while an earlier attempt may still apply", opErr)
+				round.unsettled.join(b.open)
+				round.refusedEarly = true
+			default:
+				*b.res = OpResult{Err: opErr}
+				continue
+			}
+			round.again = append(round.again, b)
+		default:
+			*b.res = OpResult{Err: fmt.Errorf("ration: batch: operation %d: empty result", b.i)}
+		}
+	}
+	return round
+}
+
+// failBatch gives every operation of pending the error err.
+func failBatch(pending []*batchOp, err error) {
+	for _, b := range pending {
+		b.res.Err = err
+	}
+}
+
+// giveUpBatch gives every operation of pending its error after its last
+// attempt, as retrier.giveUp does for a single call: outcome unknown for a
+// write that may have been applied, unavailable after transient failures,
+// else the ctx's error.
+func giveUpBatch(ctx context.Context, pending []*batchOp) {
+	for _, b := range pending {
+		last := withCtxErr(ctx, b.last)
+		switch {
+		case b.maybeApplied:
+			kind := "grant"
+			if b.op.Deduct != nil {
+				kind = "deduct"
+			}
+			b.res.Err = &OutcomeUnknownError{Op: kind, ID: b.op.id(), Attempts: b.attempts, Err: last}
+		case b.last == nil:
+			b.res.Err = fmt.Errorf("ration: batch: %w", last)
+		default:
+			b.res.Err = &UnavailableError{Attempts: b.attempts, Err: last}
 		}
 	}
 }
