@@ -519,73 +519,26 @@ func (r *Reconciler) removedByLeader(ctx context.Context, shard uint32, v view, 
 // step applies at most one configuration change to shard, led here. It
 // returns true when the configuration matches the target.
 func (r *Reconciler) step(ctx context.Context, shard uint32, c raft.Configuration, target []string, v view, moving map[uint32]bool) bool {
-	h := r.cfg.Host
-	self := h.NodeID()
 	suffrage := map[string]raft.ServerSuffrage{}
 	for _, s := range c.Servers {
 		suffrage[string(s.ID)] = s.Suffrage
 	}
-	var change func() (string, error)
-	var kind string
-
-	// 1. Add missing target members as nonvoters.
-	for _, id := range target {
-		if _, ok := suffrage[id]; ok {
-			continue
-		}
-		m, ok := v.byID[id]
-		if !ok || m.Meta.RaftAddr == "" || m.State != membership.Alive {
-			continue
-		}
-		kind = "add_nonvoter"
-		change = func() (string, error) { return id, h.AddNonvoter(ctx, shard, id, m.Meta.RaftAddr) }
-		break
-	}
-	// 2. Promote a target nonvoter that caught up.
-	if change == nil {
-		for _, id := range target {
-			if s, ok := suffrage[id]; !ok || s == raft.Voter {
-				continue
-			}
-			m, ok := v.byID[id]
-			if !ok || !r.caughtUp(ctx, shard, m) {
-				continue
-			}
-			kind = "promote"
-			change = func() (string, error) { return id, h.PromoteVoter(ctx, shard, id, m.Meta.RaftAddr) }
-			break
-		}
-	}
 	allVoters := true
 	for _, id := range target {
-		if suffrage[id] != raft.Voter || !has(suffrage, id) {
+		if s, ok := suffrage[id]; !ok || s != raft.Voter {
 			allVoters = false
 		}
 	}
-	// 3. With every target member a voter, remove the others; this leader
-	// last, by handing over the leadership.
-	if change == nil && allVoters {
-		var extra []string
-		for _, s := range c.Servers {
-			if !slices.Contains(target, string(s.ID)) {
-				extra = append(extra, string(s.ID))
-			}
-		}
-		slices.Sort(extra)
-		for _, id := range extra {
-			if id == self {
-				continue
-			}
-			kind = "remove"
-			change = func() (string, error) { return id, h.RemoveServer(ctx, shard, id) }
-			break
-		}
-		if change == nil && slices.Contains(extra, self) {
-			kind = "transfer_leadership"
-			change = func() (string, error) { return self, h.TransferLeadershipOf(ctx, shard) }
-		}
+	// The safe order: add, promote, and only with every target member a
+	// voter, remove.
+	ch := r.addMissing(ctx, shard, target, suffrage, v)
+	if ch == nil {
+		ch = r.promoteCaughtUp(ctx, shard, target, suffrage, v)
 	}
-	if change == nil {
+	if ch == nil && allVoters {
+		ch = r.removeExtra(ctx, shard, c, target)
+	}
+	if ch == nil {
 		// Nothing to do now: done if the configuration is the target,
 		// else waiting (a nonvoter catching up, a member not alive).
 		return allVoters && len(c.Servers) == len(target)
@@ -597,19 +550,84 @@ func (r *Reconciler) step(ctx context.Context, shard uint32, c raft.Configuratio
 		return false
 	}
 	moving[shard] = true
-	id, err := change()
-	if err != nil {
+	if err := ch.apply(); err != nil {
 		if !errors.Is(err, context.Canceled) {
-			r.log.Warn("rebalance change failed", "shard", shard, "kind", kind, "server", id, "err", err)
+			r.log.Warn("rebalance change failed", "shard", shard, "kind", ch.kind, "server", ch.server, "err", err)
 		}
 		return false
 	}
-	r.changes.WithLabelValues(kind).Inc()
-	r.log.Info("rebalance change", "shard", shard, "kind", kind, "server", id, "target", target)
+	r.changes.WithLabelValues(ch.kind).Inc()
+	r.log.Info("rebalance change", "shard", shard, "kind", ch.kind, "server", ch.server, "target", target)
 	return false
 }
 
-func has(m map[string]raft.ServerSuffrage, id string) bool { _, ok := m[id]; return ok }
+// change is one change to a shard's raft configuration: its kind (the
+// metric's label), the server it is about, and what makes it.
+type change struct {
+	kind   string
+	server string
+	apply  func() error
+}
+
+// addMissing adds the first target member missing from the configuration,
+// alive and with a raft address, as a nonvoter; nil if there is none.
+func (r *Reconciler) addMissing(ctx context.Context, shard uint32, target []string, suffrage map[string]raft.ServerSuffrage, v view) *change {
+	for _, id := range target {
+		if _, ok := suffrage[id]; ok {
+			continue
+		}
+		m, ok := v.byID[id]
+		if !ok || m.Meta.RaftAddr == "" || m.State != membership.Alive {
+			continue
+		}
+		return &change{kind: "add_nonvoter", server: id, apply: func() error {
+			return r.cfg.Host.AddNonvoter(ctx, shard, id, m.Meta.RaftAddr)
+		}}
+	}
+	return nil
+}
+
+// promoteCaughtUp promotes the first target nonvoter that has caught up;
+// nil if there is none.
+func (r *Reconciler) promoteCaughtUp(ctx context.Context, shard uint32, target []string, suffrage map[string]raft.ServerSuffrage, v view) *change {
+	for _, id := range target {
+		if s, ok := suffrage[id]; !ok || s == raft.Voter {
+			continue
+		}
+		m, ok := v.byID[id]
+		if !ok || !r.caughtUp(ctx, shard, m) {
+			continue
+		}
+		return &change{kind: "promote", server: id, apply: func() error {
+			return r.cfg.Host.PromoteVoter(ctx, shard, id, m.Meta.RaftAddr)
+		}}
+	}
+	return nil
+}
+
+// removeExtra removes the first server, by id, that is not in the target;
+// this leader last, by handing over the leadership (the next leader
+// removes it). Nil if every server is in the target.
+func (r *Reconciler) removeExtra(ctx context.Context, shard uint32, c raft.Configuration, target []string) *change {
+	h := r.cfg.Host
+	self := h.NodeID()
+	var extra []string
+	for _, s := range c.Servers {
+		if !slices.Contains(target, string(s.ID)) {
+			extra = append(extra, string(s.ID))
+		}
+	}
+	slices.Sort(extra)
+	for _, id := range extra {
+		if id != self {
+			return &change{kind: "remove", server: id, apply: func() error { return h.RemoveServer(ctx, shard, id) }}
+		}
+	}
+	if slices.Contains(extra, self) {
+		return &change{kind: "transfer_leadership", server: self, apply: func() error { return h.TransferLeadershipOf(ctx, shard) }}
+	}
+	return nil
+}
 
 func member(c raft.Configuration, id string) bool {
 	for _, s := range c.Servers {
