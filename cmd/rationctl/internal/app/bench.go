@@ -277,27 +277,9 @@ func (s *benchStats) record(op, outcome int, lat time.Duration, err error) {
 }
 
 func (a *App) runBench(ctx context.Context, drv benchDriver, o benchOptions, mix [numOps]int) error {
-	users := make([]string, o.users)
-	for i := range users {
-		users[i] = fmt.Sprintf("bench-u%d", i)
-	}
-	// One run id keeps every id unique across runs against one cluster.
-	run := client.NewID()
-	setupAt := a.Now().UnixMilli()
-	grants := make([]client.Op, len(users))
-	for i, u := range users {
-		grants[i] = client.GrantOp(u, client.Grant{ID: run + "-init", Amount: o.initial, Timestamp: setupAt})
-	}
-	fmt.Fprintf(a.Stderr, "bench: granting %d credits to each of %d users...\n", o.initial, len(users))
-	if err := drv.setup(ctx, grants, o.clients); err != nil {
-		return fmt.Errorf("bench setup: %w", err)
-	}
-
-	var cum [numOps]int
-	sum := 0
-	for i, w := range mix {
-		sum += w
-		cum[i] = sum
+	b, err := a.benchSetup(ctx, drv, o, mix)
+	if err != nil {
+		return err
 	}
 	// stopCtx ends the issuing of operations; those in flight finish
 	// under ctx so that the end of the run does not count as errors.
@@ -307,98 +289,31 @@ func (a *App) runBench(ctx context.Context, drv benchDriver, o benchOptions, mix
 		t := time.AfterFunc(o.duration, stop)
 		defer t.Stop()
 	}
-	var bucket *tokenBucket
 	if o.rate > 0 {
-		bucket = newTokenBucket(o.rate, time.Second, time.Now())
+		b.bucket = newTokenBucket(o.rate, time.Second, time.Now())
 	}
 
-	var (
-		st     benchStats
-		issued atomic.Int64
-		wg     sync.WaitGroup
-	)
+	var wg sync.WaitGroup
 	start := time.Now()
 	for ci := range o.clients {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), uint64(ci)))
-			for seq := 0; stopCtx.Err() == nil; seq++ {
-				r := rng.IntN(sum)
-				op := 0
-				for r >= cum[op] {
-					op++
-				}
-				size := int64(1)
-				if o.batch > 1 && op != opBalance {
-					size = int64(o.batch)
-				}
-				// Not stop(): that would also drop the operations other
-				// clients have already counted and wait to send.
-				if o.ops > 0 {
-					prev := issued.Add(size) - size
-					if prev >= o.ops {
-						return
-					}
-					size = min(size, o.ops-prev)
-				}
-				begin := time.Now()
-				if bucket != nil {
-					// --rate counts operations, so a batch takes a slot
-					// for each and starts at the last one's.
-					for range size {
-						slot, err := bucket.take(stopCtx)
-						if err != nil {
-							return
-						}
-						begin = slot
-					}
-				}
-				now := time.Now().UnixMilli()
-				if o.batch > 1 && op != opBalance {
-					ops := make([]client.Op, size)
-					for i := range ops {
-						user := users[rng.IntN(len(users))]
-						id := fmt.Sprintf("%s-%d-%d-%d", run, ci, seq, i)
-						if op == opGrant {
-							ops[i] = client.GrantOp(user, client.Grant{ID: id, Amount: 1 + rng.Int64N(100), Timestamp: now})
-						} else {
-							ops[i] = client.DeductOp(user, client.Deduction{ID: id, Amount: 1 + rng.Int64N(10), Timestamp: now})
-						}
-					}
-					errs := drv.batch(ctx, ops)
-					lat := time.Since(begin)
-					for _, err := range errs {
-						st.record(op, classify(err), lat, err)
-					}
-					continue
-				}
-				user := users[rng.IntN(len(users))]
-				id := fmt.Sprintf("%s-%d-%d", run, ci, seq)
-				var err error
-				switch op {
-				case opGrant:
-					err = drv.grant(ctx, user, client.Grant{ID: id, Amount: 1 + rng.Int64N(100), Timestamp: now})
-				case opDeduct:
-					err = drv.deduct(ctx, user, client.Deduction{ID: id, Amount: 1 + rng.Int64N(10), Timestamp: now})
-				case opBalance:
-					err = drv.balance(ctx, user)
-				}
-				st.record(op, classify(err), time.Since(begin), err)
-			}
+			c := benchClient{b: b, n: ci, rng: rand.New(rand.NewPCG(uint64(start.UnixNano()), uint64(ci)))}
+			c.run(ctx, stopCtx)
 		})
 	}
 
 	progressDone := make(chan struct{})
 	var pwg sync.WaitGroup
-	pwg.Go(func() { a.benchProgress(&st, start, progressDone) })
+	pwg.Go(func() { a.benchProgress(&b.st, start, progressDone) })
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(progressDone)
 	pwg.Wait()
 
-	if p := st.firstErr.Load(); p != nil {
+	if p := b.st.firstErr.Load(); p != nil {
 		fmt.Fprintf(a.Stderr, "bench: first error: %v\n", *p)
 	}
-	rep := benchReport(&st, o, mix, elapsed)
+	rep := benchReport(&b.st, o, mix, elapsed)
 	rep.Routing = drv.routing()
 	if a.g.output == outJSON {
 		return writeJSON(a.Stdout, rep)
@@ -408,6 +323,153 @@ func (a *App) runBench(ctx context.Context, drv benchDriver, o benchOptions, mix
 		return fmt.Errorf("bench interrupted: %w", ctx.Err())
 	}
 	return nil
+}
+
+// benchRun is what the clients of a run share.
+type benchRun struct {
+	drv   benchDriver
+	o     benchOptions
+	users []string
+	id    string // the run's, in every write's id
+	// cum is the mix's cumulative weights; sum the total.
+	cum    [numOps]int
+	sum    int
+	bucket *tokenBucket // nil without --rate
+	issued atomic.Int64 // operations counted against --ops
+	st     benchStats
+}
+
+// benchSetup names the users and grants each its initial credits.
+func (a *App) benchSetup(ctx context.Context, drv benchDriver, o benchOptions, mix [numOps]int) (*benchRun, error) {
+	b := &benchRun{drv: drv, o: o, users: make([]string, o.users)}
+	for i := range b.users {
+		b.users[i] = fmt.Sprintf("bench-u%d", i)
+	}
+	for i, w := range mix {
+		b.sum += w
+		b.cum[i] = b.sum
+	}
+	// One run id keeps every id unique across runs against one cluster.
+	b.id = client.NewID()
+	setupAt := a.Now().UnixMilli()
+	grants := make([]client.Op, len(b.users))
+	for i, u := range b.users {
+		grants[i] = client.GrantOp(u, client.Grant{ID: b.id + "-init", Amount: o.initial, Timestamp: setupAt})
+	}
+	fmt.Fprintf(a.Stderr, "bench: granting %d credits to each of %d users...\n", o.initial, len(b.users))
+	if err := drv.setup(ctx, grants, o.clients); err != nil {
+		return nil, fmt.Errorf("bench setup: %w", err)
+	}
+	return b, nil
+}
+
+// benchClient is one of a run's concurrent clients.
+type benchClient struct {
+	b   *benchRun
+	n   int // its number, in its operations' ids
+	rng *rand.Rand
+	seq int // the current operation's number, in its ids
+}
+
+// run issues operations until stop ends or the run's --ops are issued.
+// They are sent under ctx, so those in flight at the end finish.
+func (c *benchClient) run(ctx, stop context.Context) {
+	o := &c.b.o
+	for ; stop.Err() == nil; c.seq++ {
+		r := c.rng.IntN(c.b.sum)
+		op := 0
+		for r >= c.b.cum[op] {
+			op++
+		}
+		batch := o.batch > 1 && op != opBalance
+		size := int64(1)
+		if batch {
+			size = int64(o.batch)
+		}
+		size, ok := c.b.claim(size)
+		if !ok {
+			return
+		}
+		begin, ok := c.b.pace(stop, size)
+		if !ok {
+			return
+		}
+		if batch {
+			c.batch(ctx, op, size, begin)
+		} else {
+			c.one(ctx, op, begin)
+		}
+	}
+}
+
+// claim counts size more operations against --ops, fewer if fewer are
+// left; false once none are. Not stop(): that would also drop the
+// operations other clients have already counted and wait to send.
+func (b *benchRun) claim(size int64) (int64, bool) {
+	if b.o.ops == 0 {
+		return size, true
+	}
+	prev := b.issued.Add(size) - size
+	if prev >= b.o.ops {
+		return 0, false
+	}
+	return min(size, b.o.ops-prev), true
+}
+
+// pace waits for size slots of --rate, which counts operations, and
+// returns when the operations were scheduled to start: now without
+// --rate, else the last slot's time. False if stop ends first.
+func (b *benchRun) pace(stop context.Context, size int64) (time.Time, bool) {
+	begin := time.Now()
+	if b.bucket == nil {
+		return begin, true
+	}
+	for range size {
+		slot, err := b.bucket.take(stop)
+		if err != nil {
+			return time.Time{}, false
+		}
+		begin = slot
+	}
+	return begin, true
+}
+
+// batch sends size grants or deductions (op) for random users as one
+// Batch, and records each with the call's latency.
+func (c *benchClient) batch(ctx context.Context, op int, size int64, begin time.Time) {
+	now := time.Now().UnixMilli()
+	ops := make([]client.Op, size)
+	for i := range ops {
+		user := c.b.users[c.rng.IntN(len(c.b.users))]
+		id := fmt.Sprintf("%s-%d-%d-%d", c.b.id, c.n, c.seq, i)
+		if op == opGrant {
+			ops[i] = client.GrantOp(user, client.Grant{ID: id, Amount: 1 + c.rng.Int64N(100), Timestamp: now})
+		} else {
+			ops[i] = client.DeductOp(user, client.Deduction{ID: id, Amount: 1 + c.rng.Int64N(10), Timestamp: now})
+		}
+	}
+	errs := c.b.drv.batch(ctx, ops)
+	lat := time.Since(begin)
+	for _, err := range errs {
+		c.b.st.record(op, classify(err), lat, err)
+	}
+}
+
+// one sends one operation (op) for a random user and records it.
+func (c *benchClient) one(ctx context.Context, op int, begin time.Time) {
+	now := time.Now().UnixMilli()
+	user := c.b.users[c.rng.IntN(len(c.b.users))]
+	id := fmt.Sprintf("%s-%d-%d", c.b.id, c.n, c.seq)
+	var err error
+	switch op {
+	case opGrant:
+		err = c.b.drv.grant(ctx, user, client.Grant{ID: id, Amount: 1 + c.rng.Int64N(100), Timestamp: now})
+	case opDeduct:
+		err = c.b.drv.deduct(ctx, user, client.Deduction{ID: id, Amount: 1 + c.rng.Int64N(10), Timestamp: now})
+	case opBalance:
+		err = c.b.drv.balance(ctx, user)
+	}
+	c.b.st.record(op, classify(err), time.Since(begin), err)
 }
 
 // benchProgress prints a line a second until done.
