@@ -142,92 +142,14 @@ func (d *decoder) count(what string, minBytes int) int {
 // The input is checked completely: a corrupt or infeasible encoding is
 // refused with ErrCorrupt and leaves the ledger unchanged.
 func (l *Ledger) UnmarshalBinary(data []byte) error {
-	if len(data) < len(codecMagic)+1+4 {
-		return corrupt("too short")
+	body, err := codecBody(data)
+	if err != nil {
+		return err
 	}
-	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
-	if crc32.Checksum(body, castagnoli) != sum {
-		return corrupt("checksum mismatch")
-	}
-	if string(body[:4]) != codecMagic {
-		return corrupt("bad magic")
-	}
-	if body[4] != codecVersion {
-		return corrupt("unknown version %d", body[4])
-	}
-	d := &decoder{b: body[5:]}
+	d := &decoder{b: body}
 	n := New()
-
-	ng := d.count("grant count", 5)
-	if d.err == nil {
-		// count bounds ng by the input's size, so this cannot be made to
-		// allocate more than the input could hold.
-		n.grants.reserve(ng)
-	}
-	for i := 0; i < ng && d.err == nil; i++ {
-		op := Grant{ID: d.id(), Amount: d.int64("amount"), Timestamp: d.int64("timestamp")}
-		dexp := d.int64("expiry")
-		prio := d.varint("priority")
-		if d.err != nil {
-			break
-		}
-		op.ExpiresAt = Never
-		if dexp != 0 {
-			if op.Timestamp > Never-dexp {
-				d.fail("grant %q: expiry out of range", op.ID)
-				break
-			}
-			op.ExpiresAt = op.Timestamp + dexp
-		}
-		if int64(int32(prio)) != prio {
-			d.fail("grant %q: priority out of range", op.ID)
-			break
-		}
-		op.Priority = int32(prio)
-		if err := n.CheckGrant(op); err != nil {
-			d.fail("grant %d: %v", i, err)
-			break
-		}
-		if _, dup := n.gIndex.lookup(op.ID, n.grantID); dup {
-			d.fail("grant %q twice", op.ID)
-			break
-		}
-		off, idLen := n.ids.add(op.ID)
-		g := n.grants.push(grant{amount: op.Amount, ts: op.Timestamp, exp: op.ExpiresAt, prio: op.Priority, heapPos: -1, idOff: off, idLen: idLen})
-		n.gIndex.insert(op.ID, g)
-		n.granted += op.Amount
-		n.frontier = max(n.frontier, op.Timestamp)
-	}
-	nd := d.count("deduction count", 3)
-	if d.err == nil {
-		n.deds.reserve(nd)
-	}
-	var prev int64
-	for i := 0; i < nd && d.err == nil; i++ {
-		op := Deduction{ID: d.id(), Amount: d.int64("amount")}
-		delta := d.int64("timestamp")
-		if d.err != nil {
-			break
-		}
-		if prev > Never-delta {
-			d.fail("deduction %q: timestamp out of range", op.ID)
-			break
-		}
-		op.Timestamp = prev + delta
-		prev = op.Timestamp
-		if err := validateDeduction(op); err != nil {
-			d.fail("deduction %d: %v", i, err)
-			break
-		}
-		if _, dup := n.dIndex.lookup(op.ID, n.dedID); dup {
-			d.fail("deduction %q twice", op.ID)
-			break
-		}
-		off, idLen := n.ids.add(op.ID)
-		rec := n.deds.push(deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: idLen})
-		n.dIndex.insert(op.ID, rec)
-		n.frontier = max(n.frontier, op.Timestamp)
-	}
+	d.grants(n)
+	d.deductions(n)
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))
 	}
@@ -240,6 +162,104 @@ func (l *Ledger) UnmarshalBinary(data []byte) error {
 	*l = *n
 	l.live.l = l
 	return nil
+}
+
+// codecBody checks an encoding's length, checksum, magic and version, and
+// returns its records.
+func codecBody(data []byte) ([]byte, error) {
+	if len(data) < len(codecMagic)+1+4 {
+		return nil, corrupt("too short")
+	}
+	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, corrupt("checksum mismatch")
+	}
+	if string(body[:4]) != codecMagic {
+		return nil, corrupt("bad magic")
+	}
+	if body[4] != codecVersion {
+		return nil, corrupt("unknown version %d", body[4])
+	}
+	return body[5:], nil
+}
+
+// grants decodes the grant records into n, stopping at the first error.
+func (d *decoder) grants(n *Ledger) {
+	ng := d.count("grant count", 5)
+	if d.err == nil {
+		// count bounds ng by the input's size, so this cannot be made to
+		// allocate more than the input could hold.
+		n.grants.reserve(ng)
+	}
+	for i := 0; i < ng && d.err == nil; i++ {
+		op := Grant{ID: d.id(), Amount: d.int64("amount"), Timestamp: d.int64("timestamp")}
+		dexp := d.int64("expiry")
+		prio := d.varint("priority")
+		if d.err != nil {
+			return
+		}
+		op.ExpiresAt = Never
+		if dexp != 0 {
+			if op.Timestamp > Never-dexp {
+				d.fail("grant %q: expiry out of range", op.ID)
+				return
+			}
+			op.ExpiresAt = op.Timestamp + dexp
+		}
+		if int64(int32(prio)) != prio {
+			d.fail("grant %q: priority out of range", op.ID)
+			return
+		}
+		op.Priority = int32(prio)
+		if err := n.CheckGrant(op); err != nil {
+			d.fail("grant %d: %v", i, err)
+			return
+		}
+		if _, dup := n.gIndex.lookup(op.ID, n.grantID); dup {
+			d.fail("grant %q twice", op.ID)
+			return
+		}
+		off, idLen := n.ids.add(op.ID)
+		g := n.grants.push(grant{amount: op.Amount, ts: op.Timestamp, exp: op.ExpiresAt, prio: op.Priority, heapPos: -1, idOff: off, idLen: idLen})
+		n.gIndex.insert(op.ID, g)
+		n.granted += op.Amount
+		n.frontier = max(n.frontier, op.Timestamp)
+	}
+}
+
+// deductions decodes the deduction records into n, stopping at the first
+// error. Their timestamps are deltas from the previous one's.
+func (d *decoder) deductions(n *Ledger) {
+	nd := d.count("deduction count", 3)
+	if d.err == nil {
+		n.deds.reserve(nd)
+	}
+	var prev int64
+	for i := 0; i < nd && d.err == nil; i++ {
+		op := Deduction{ID: d.id(), Amount: d.int64("amount")}
+		delta := d.int64("timestamp")
+		if d.err != nil {
+			return
+		}
+		if prev > Never-delta {
+			d.fail("deduction %q: timestamp out of range", op.ID)
+			return
+		}
+		op.Timestamp = prev + delta
+		prev = op.Timestamp
+		if err := validateDeduction(op); err != nil {
+			d.fail("deduction %d: %v", i, err)
+			return
+		}
+		if _, dup := n.dIndex.lookup(op.ID, n.dedID); dup {
+			d.fail("deduction %q twice", op.ID)
+			return
+		}
+		off, idLen := n.ids.add(op.ID)
+		rec := n.deds.push(deduction{amount: op.Amount, ts: op.Timestamp, idOff: off, idLen: idLen})
+		n.dIndex.insert(op.ID, rec)
+		n.frontier = max(n.frontier, op.Timestamp)
+	}
 }
 
 // rebuild lays out the timeline from the records and replays it, returning
