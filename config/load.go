@@ -242,40 +242,40 @@ func applyYAML(c *Config, path string, doc *yaml.Node) []error {
 		}
 		firstLine[k.Value] = k.Line
 
-		if v.Kind == yaml.AliasNode {
-			v = v.Alias
-		}
-		switch v.Kind {
-		case yaml.ScalarNode:
-			if v.Tag == "!!null" {
-				continue // "key:" with no value leaves the setting as it was
-			}
-			c.markExplicit(o.name)
-			if err := o.set(c, v.Value); err != nil {
-				fail("%v", err)
-			}
-		case yaml.SequenceNode:
-			if !o.list {
-				fail("expected a single value, got a list")
-				continue
-			}
-			items := make([]string, 0, len(v.Content))
-			ok := true
-			for _, item := range v.Content {
-				if item.Kind != yaml.ScalarNode || item.Tag == "!!null" {
-					fail("list item on line %d must be a plain value", item.Line)
-					ok = false
-					break
-				}
-				items = append(items, strings.TrimSpace(item.Value))
-			}
-			if ok {
-				c.markExplicit(o.name)
-				o.setItems(c, items)
-			}
-		default:
-			fail("expected a value, got a mapping")
+		if err := setYAML(c, o, v); err != nil {
+			fail("%v", err)
 		}
 	}
 	return errs
+}
+
+// setYAML sets option o from its value in the config file: a plain value,
+// or a list for an option that takes one.
+func setYAML(c *Config, o *option, v *yaml.Node) error {
+	if v.Kind == yaml.AliasNode {
+		v = v.Alias
+	}
+	switch v.Kind {
+	case yaml.ScalarNode:
+		if v.Tag == "!!null" {
+			return nil // "key:" with no value leaves the setting as it was
+		}
+		c.markExplicit(o.name)
+		return o.set(c, v.Value)
+	case yaml.SequenceNode:
+		if !o.list {
+			return errors.New("expected a single value, got a list")
+		}
+		items := make([]string, 0, len(v.Content))
+		for _, item := range v.Content {
+			if item.Kind != yaml.ScalarNode || item.Tag == "!!null" {
+				return fmt.Errorf("list item on line %d must be a plain value", item.Line)
+			}
+			items = append(items, strings.TrimSpace(item.Value))
+		}
+		c.markExplicit(o.name)
+		o.setItems(c, items)
+		return nil
+	}
+	return errors.New("expected a value, got a mapping")
 }
