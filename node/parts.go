@@ -78,6 +78,10 @@ func newNode(cfg *config.Config, logger *slog.Logger) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Before anything dials a peer: formation asks the others for
+		// their status (othersMovedOn) long before the gRPC server is
+		// built, and in plaintext a TLS cluster would answer nothing.
+		n.peers.creds = credentials.NewTLS(n.tls.PeerConfig())
 	}
 	// Counted by the actor cluster (batches) and the user actors (the
 	// other requests from other nodes).
@@ -250,7 +254,6 @@ func (n *Node) newGRPCServer(svc *service.Service) (*grpc.Server, error) {
 		// With a CA bundle every gRPC client, other nodes included, must
 		// present a certificate it signed.
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls.ServerConfig(tls.RequireAndVerifyClientCert))))
-		n.peers.creds = credentials.NewTLS(n.tls.PeerConfig())
 	}
 	s := grpc.NewServer(opts...)
 	grpcapi.Register(s, svc, n.status, n.reg)
