@@ -13,6 +13,12 @@ import (
 // cluster starts three nodes; n[0] bootstraps every group with all three
 // as voters, the others start empty and are brought in by the leader.
 func cluster(t *testing.T, shards int) []*node {
+	return clusterWith(t, shards, nil)
+}
+
+// clusterWith is cluster with each node's Config adjusted by adjust, if
+// set, which learns every node's raft server.
+func clusterWith(t *testing.T, shards int, adjust func(*Config, []raft.Server)) []*node {
 	t.Helper()
 	nodes := make([]*node, 3)
 	var peers []raft.Server
@@ -22,6 +28,9 @@ func cluster(t *testing.T, shards int) []*node {
 	}
 	for i, n := range nodes {
 		cfg := fastConfig(shards)
+		if adjust != nil {
+			adjust(&cfg, peers)
+		}
 		if i == 0 {
 			cfg.Bootstrap, cfg.Peers = true, peers
 		}

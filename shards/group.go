@@ -55,6 +55,8 @@ type group struct {
 	observer *raft.Observer
 	stopCh   chan struct{} // stops watch
 	watchWG  sync.WaitGroup
+	// departures tells the log adapter which failures are expected.
+	departures departures
 
 	mu     sync.Mutex
 	gen    uint64 // bumped on every change of this node's leadership
@@ -80,7 +82,6 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 		return nil, fmt.Errorf("shards: shard %d: %w", id, err)
 	}
 	log := h.log.With("shard", id)
-	hl := newHCLog(log, hclog.Warn)
 	g := &group{
 		h:        h,
 		id:       id,
@@ -90,6 +91,8 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 		obsCh:    make(chan raft.Observation, 16),
 		stopCh:   make(chan struct{}),
 	}
+	g.departures.g = g
+	hl := newHCLog(log, hclog.Warn, &g.departures)
 	fail := func(what string, err error) error {
 		return fmt.Errorf("shards: shard %d: %s: %w", id, what, err)
 	}
@@ -156,6 +159,7 @@ func (h *Host) openGroup(id uint32, bootstrap bool) (_ *group, err error) {
 	if err != nil {
 		return nil, fail("start raft", err)
 	}
+	g.departures.raft.Store(g.raft)
 	g.observer = raft.NewObserver(g.obsCh, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
@@ -363,23 +367,35 @@ func (g *group) notLeader() error {
 
 // close shuts raft down and releases the group's files and listener.
 func (g *group) close() error {
+	g.departures.closing.Store(true)
 	var errs []error
+	var stopped raft.Future
 	if g.raft != nil {
-		if err := g.raft.Shutdown().Error(); err != nil {
+		// Shutdown returns at once; its future waits for raft's goroutines.
+		stopped = g.raft.Shutdown()
+	}
+	if g.trans != nil {
+		// Close the transport before waiting for raft, not after: once raft
+		// is shut down, its transport holds every RPC it receives without
+		// an answer until the transport closes. Two nodes stopping
+		// together would each wait in raft.Shutdown for a replication RPC
+		// the other holds, until the 10 s I/O timeout. Closing our pooled
+		// connections ends the peers' handlers for them; Close answers the
+		// held RPCs (ErrTransportShutdown), stops accepting and unregisters
+		// from the mux.
+		g.trans.CloseStreams()
+		if err := g.trans.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("shards: shard %d: close transport: %w", g.id, err))
+		}
+	}
+	if stopped != nil {
+		if err := stopped.Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shards: shard %d: raft shutdown: %w", g.id, err))
 		}
 		g.raft.DeregisterObserver(g.observer)
 	}
 	close(g.stopCh)
 	g.watchWG.Wait()
-	if g.trans != nil {
-		// Closing our pooled connections ends the peers' handlers for
-		// them; Close stops accepting and unregisters from the mux.
-		g.trans.CloseStreams()
-		if err := g.trans.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("shards: shard %d: close transport: %w", g.id, err))
-		}
-	}
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("shards: shard %d: close raft log: %w", g.id, err))

@@ -41,6 +41,15 @@ type Config struct {
 	// pod gets a new IP) would be dialled at the old one forever. An error
 	// falls back to the address in the configuration.
 	Resolve raft.ServerAddressProvider
+	// Departing, if set, reports whether a peer (by server id, raft
+	// address, or both; either may be empty) is going away on purpose: a
+	// node that stops gracefully announces it first. Raft's failures to
+	// reach such a peer are then logged at DEBUG, not as the errors they
+	// are while everyone stays, and TransferLeadership hands shards only
+	// to voters that stay. Asked about this node (its NodeID), it says
+	// whether this node is going away, which makes every failure to
+	// reach a peer expected; so does closing a group or the Host.
+	Departing func(id raft.ServerID, addr raft.ServerAddress) bool
 	// Shards is the number of shards of the cluster; users map to them by
 	// ShardOf, so it must not change once data exists. Open records it in
 	// DataDir/shard-count and refuses a data dir that records another
