@@ -135,6 +135,11 @@ type Mux struct {
 
 	mu     sync.RWMutex
 	layers map[key]*Layer
+	// gone holds the keys whose Layer was closed and not registered
+	// again: a connection for one of them is the expected aftermath of a
+	// group closing here (a shard moved away, or the node stopping), not
+	// a peer that has the wrong idea of what this node hosts.
+	gone   map[key]bool
 	closed bool
 	// wg counts connection handlers. Add is only called under mu while
 	// !closed, so it never races with the Wait in Close.
@@ -154,6 +159,7 @@ func New(ln net.Listener, opts ...Option) *Mux {
 		ctx:     ctx,
 		cancel:  cancel,
 		layers:  make(map[key]*Layer),
+		gone:    make(map[key]bool),
 	}
 	for _, o := range opts {
 		o(m)
@@ -257,13 +263,17 @@ func (m *Mux) handle(raw net.Conn) {
 	}
 
 	m.mu.RLock()
-	l := m.layers[k]
+	l, gone := m.layers[k], m.gone[k]
 	m.mu.RUnlock()
 	if l == nil {
 		m.unregistered.Add(1)
 		raw.Close()
-		m.log.Warn("dropping connection for unregistered listener",
-			"remote", raw.RemoteAddr(), "type", k.typ, "shard", k.shard)
+		level := slog.LevelWarn
+		if gone {
+			level = slog.LevelDebug
+		}
+		m.log.Log(context.Background(), level, "dropping connection for unregistered listener",
+			"remote", raw.RemoteAddr(), "type", k.typ, "shard", k.shard, "closed_here", gone)
 		return
 	}
 
@@ -345,6 +355,7 @@ func (m *Mux) Listen(typ byte, shard uint32) (*Layer, error) {
 		done:  make(chan struct{}),
 	}
 	m.layers[k] = l
+	delete(m.gone, k)
 	return l, nil
 }
 
@@ -421,6 +432,7 @@ func (l *Layer) Close() error {
 	l.m.mu.Lock()
 	if l.m.layers[l.key] == l {
 		delete(l.m.layers, l.key)
+		l.m.gone[l.key] = true
 	}
 	l.m.mu.Unlock()
 	l.shut()

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -251,6 +252,71 @@ func TestUnregisteredClosedAndCounted(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	waitStats(t, m, Stats{Accepted: 3, Unregistered: 2, Routed: 1, Layers: 2})
+}
+
+// levels records the level of each log message, by message and shard.
+type levels struct {
+	mu sync.Mutex
+	by map[string]slog.Level
+}
+
+func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *levels) Handle(_ context.Context, r slog.Record) error {
+	key := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "shard" {
+			key += fmt.Sprintf(" shard=%v", a.Value)
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.by[key] = r.Level
+	return nil
+}
+
+func (l *levels) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *levels) WithGroup(string) slog.Handler      { return l }
+
+func (l *levels) of(key string) (slog.Level, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lv, ok := l.by[key]
+	return lv, ok
+}
+
+// A connection for a listener that closed here (its shard moved away, or
+// the node is stopping) is expected: DEBUG. One for a listener this mux
+// never had says a peer is wrong about this node: WARN.
+func TestUnregisteredLevel(t *testing.T) {
+	checkLeaks(t)
+	rec := &levels{by: map[string]slog.Level{}}
+	m := startMux(t, WithLogger(slog.New(rec)))
+	l := mustListen(t, m, TypeRaft, 3)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, mustDial(t, m.Addr().String(), TypeRaft, 3, nil))
+	expectClosed(t, mustDial(t, m.Addr().String(), TypeRaft, 9, nil))
+	const msg = "dropping connection for unregistered listener"
+	for shard, want := range map[int]slog.Level{3: slog.LevelDebug, 9: slog.LevelWarn} {
+		key := fmt.Sprintf("%s shard=%d", msg, shard)
+		deadline := time.Now().Add(waitLimit)
+		for {
+			got, ok := rec.of(key)
+			if ok {
+				if got != want {
+					t.Errorf("shard %d: %s, want %s", shard, got, want)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d: not logged", shard)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 func TestSilentClientDropped(t *testing.T) {
