@@ -73,6 +73,9 @@ type Config struct {
 	// TCPTimeout bounds memberlist's stream connections: joins, full state
 	// exchanges and TCP fallback probes.
 	TCPTimeout time.Duration
+	// LeaveTimeout bounds the wait for each broadcast of Leave and
+	// AnnounceStopping; a shorter context deadline bounds it more.
+	LeaveTimeout time.Duration
 
 	// JoinRetryMin and JoinRetryMax bound the exponential backoff between
 	// join attempts while no other member is known.
@@ -97,8 +100,9 @@ const (
 	DefaultTCPTimeout              = 10 * time.Second
 	DefaultJoinRetryMin            = time.Second
 	DefaultJoinRetryMax            = 30 * time.Second
-	// DefaultLeaveTimeout bounds each broadcast of Leave when its context
-	// has no deadline.
+	// DefaultLeaveTimeout is LeaveTimeout's default: a broadcast reaches
+	// the live peers within a few gossip rounds, and waiting longer does
+	// not make unreachable ones hear it.
 	DefaultLeaveTimeout = 5 * time.Second
 )
 
@@ -158,6 +162,7 @@ func (c *Config) withDefaults() (Config, []seedAddr, error) {
 		{"PushPullInterval", &cfg.PushPullInterval, DefaultPushPullInterval},
 		{"DeadNodeReclaimTime", &cfg.DeadNodeReclaimTime, DefaultDeadNodeReclaimTime},
 		{"TCPTimeout", &cfg.TCPTimeout, DefaultTCPTimeout},
+		{"LeaveTimeout", &cfg.LeaveTimeout, DefaultLeaveTimeout},
 		{"JoinRetryMin", &cfg.JoinRetryMin, DefaultJoinRetryMin},
 		{"JoinRetryMax", &cfg.JoinRetryMax, DefaultJoinRetryMax},
 	}
@@ -298,6 +303,6 @@ func (c *Config) memberlistConfig(bind, advertise netip.Addr, d *delegate) *memb
 	mc.Events = d
 	mc.Ping = d
 	mc.Merge = d
-	mc.Logger = newMemberlistLogger(c.Logger)
+	mc.Logger = newMemberlistLogger(c.Logger, d.m.expectedFailure)
 	return mc
 }

@@ -193,13 +193,22 @@ func waitState(t testing.TB, id string, want State, observers ...*Membership) {
 
 // cluster3 starts a, b and c, b and c joining through a.
 func cluster3(t testing.TB) (a, b, c *Membership) {
+	return cluster3With(t, func(*Config) {})
+}
+
+// cluster3With is cluster3 with each Config adjusted by adjust.
+func cluster3With(t testing.TB, adjust func(*Config)) (a, b, c *Membership) {
 	t.Helper()
-	a = start(t, fastConfig(t, "a"))
+	ca := fastConfig(t, "a")
+	adjust(&ca)
+	a = start(t, ca)
 	cb := fastConfig(t, "b")
 	cb.Join = []string{addrOf(a)}
+	adjust(&cb)
 	b = start(t, cb)
 	cc := fastConfig(t, "c")
 	cc.Join = []string{addrOf(a)}
+	adjust(&cc)
 	c = start(t, cc)
 	for _, id := range []string{"a", "b", "c"} {
 		waitState(t, id, Alive, a, b, c)

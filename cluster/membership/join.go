@@ -130,6 +130,9 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 	// retry in lockstep.
 	policy := backoff.Policy{Base: m.cfg.JoinRetryMin, Cap: m.cfg.JoinRetryMax, Spread: 0.2}
 	failures := 0 // since the last join, address conflicts not counted
+	// alone is when this node last had no peer; it warns once if that
+	// lasts JoinRetryMax.
+	alone, warned := time.Now(), false
 	for {
 		if lastErr == nil {
 			// Joined: wait until this node finds itself alone.
@@ -142,6 +145,7 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 			}
 			m.log.Warn("no other live member left; rejoining through the seeds")
 			failures = 0
+			alone, warned = time.Now(), true
 		} else {
 			n := 1
 			if !errors.Is(lastErr, ErrAddressConflict) {
@@ -178,11 +182,17 @@ func (m *Membership) joinLoop(ctx context.Context, seeds []seedAddr, lastErr err
 			// waiting out an address conflict or for its first peer would
 			// repeat the same line every second.
 			level := slog.LevelInfo
-			if errKind(lastErr) == prevKind {
+			switch {
+			case !warned && time.Since(alone) >= m.cfg.JoinRetryMax:
+				// Long enough for nodes started together: a seed list
+				// that nothing answers needs an operator.
+				level, warned = slog.LevelWarn, true
+			case errKind(lastErr) == prevKind:
 				level = slog.LevelDebug
 			}
 			m.log.Log(ctx, level, "join attempt failed", slog.Any("err", lastErr),
-				slog.Int64("attempt", m.joinAttempts.Load()), slog.Duration("backoff", policy.Nominal(failures+1)))
+				slog.Int64("attempt", m.joinAttempts.Load()), slog.Duration("backoff", policy.Nominal(failures+1)),
+				slog.Duration("alone", time.Since(alone).Round(time.Second)))
 		}
 	}
 }

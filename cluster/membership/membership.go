@@ -125,7 +125,9 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 		m.log.Info("peers still hold this node's previous incarnation; retrying until they release it",
 			slog.Any("err", joinErr))
 	default:
-		m.log.Warn("join failed; retrying in the background", slog.Any("err", joinErr))
+		// Usual when the nodes of a cluster start together: the seeds
+		// are not up yet. The loop warns if none answers for a while.
+		m.log.Info("no seed answered yet; retrying in the background", slog.Any("err", joinErr))
 	}
 	joinCtx, cancelJoin := context.WithCancel(ctx)
 	context.AfterFunc(loopCtx, cancelJoin)
@@ -283,6 +285,26 @@ func (m *Membership) subscribe(initial bool) (<-chan struct{}, func()) {
 	}
 }
 
+// AnnounceStopping tells the peers that this node has begun to shut down
+// (Member.Stopping), before it stops serving: they can then take their
+// failures to reach it for what they are, and stop handing it work. It
+// waits for the broadcast as Leave does. Leave or Shutdown follow; the
+// node stays a member until then.
+func (m *Membership) AnnounceStopping(ctx context.Context) error {
+	if m.closing.Load() {
+		return fmt.Errorf("membership: announce stopping: %w", ErrClosed)
+	}
+	m.metaMu.Lock()
+	m.flags |= flagStopping
+	m.metaMu.Unlock()
+	// Members that are stopping too are waited for: they need to know
+	// before this node stops answering them.
+	if err := m.broadcast(ctx, true, m.ml.UpdateNode); err != nil {
+		return fmt.Errorf("membership: announce stopping: %w", err)
+	}
+	return nil
+}
+
 // Leave announces a graceful departure, then shuts down. Peers list the
 // node as Left, which placement treats as gone for good at once: a node
 // that will be back shortly (a restart, an upgrade) should call Shutdown
@@ -298,19 +320,7 @@ func (m *Membership) Leave(ctx context.Context) error {
 	m.flags |= flagLeaving
 	m.metaMu.Unlock()
 
-	timeout := DefaultLeaveTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(dl), time.Millisecond)
-	}
-	done := make(chan error, 1)
-	go func() {
-		// memberlist.Leave panics when Shutdown came first, which happens
-		// if ctx ends before this goroutine reaches it.
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("leave cut short by shutdown: %v", r)
-			}
-		}()
+	err := m.broadcast(ctx, false, func(timeout time.Duration) error {
 		// The metadata update carries the leaving flag, which is how peers
 		// tell Left from Dead (memberlist's events do not say which).
 		var errs []error
@@ -320,14 +330,8 @@ func (m *Membership) Leave(ctx context.Context) error {
 		if err := m.ml.Leave(timeout); err != nil {
 			errs = append(errs, fmt.Errorf("broadcast leave: %w", err))
 		}
-		done <- errors.Join(errs...)
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+		return errors.Join(errs...)
+	})
 	err = errors.Join(err, m.shutdownGossip())
 	m.freeze()
 	m.log.Info("left the cluster", slog.Any("err", err))
@@ -335,6 +339,61 @@ func (m *Membership) Leave(ctx context.Context) error {
 		return fmt.Errorf("membership: leave: %w", err)
 	}
 	return nil
+}
+
+// broadcast runs send, a memberlist call that waits up to the timeout it
+// is given for its broadcast to go out, and waits for it: until ctx ends,
+// LeaveTimeout at most, and only while some other member is left to hear
+// it. memberlist gossips to no member that has left, so a broadcast whose
+// listeners all left meanwhile never goes out, and memberlist would wait
+// out its whole timeout: every node of a cluster stopping at once did.
+// Members that announced they are stopping count as listeners only if
+// stopping is set. An abandoned send ends within LeaveTimeout.
+func (m *Membership) broadcast(ctx context.Context, stopping bool, send func(timeout time.Duration) error) error {
+	timeout := m.cfg.LeaveTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, max(time.Until(dl), time.Millisecond))
+	}
+	changes, unsubscribe := m.subscribe(false)
+	defer unsubscribe()
+	done := make(chan error, 1)
+	go func() {
+		// memberlist.Leave panics when Shutdown came first, which happens
+		// when this wait ends before send reaches it.
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("cut short by shutdown: %v", r)
+			}
+		}()
+		done <- send(timeout)
+	}()
+	for m.anyoneListening(stopping) {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-changes:
+			if !ok {
+				return nil // the view is frozen: nobody to wait for
+			}
+		}
+	}
+	return nil
+}
+
+// anyoneListening reports whether another member of the view is alive (or
+// suspect), and not stopping unless stopping is set, so that a broadcast
+// is worth waiting for.
+func (m *Membership) anyoneListening(stopping bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, ms := range m.members {
+		if id != m.cfg.NodeID && !ms.conflict && (stopping || !ms.Stopping) && (ms.State == Alive || ms.State == Suspect) {
+			return true
+		}
+	}
+	return false
 }
 
 // Shutdown stops gossip without announcing anything: peers see the node

@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -150,6 +151,61 @@ func TestGracefulLeaveIsLeft(t *testing.T) {
 	}
 }
 
+// A member that announces it is stopping stays what it was (Alive) for
+// placement and routing, and says it is stopping until it leaves.
+func TestAnnounceStopping(t *testing.T) {
+	t.Parallel()
+	a, b, c := cluster3(t)
+	if err := c.AnnounceStopping(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("AnnounceStopping: %v", err)
+	}
+	for _, o := range []*Membership{a, b} {
+		waitFor(t, o.cfg.NodeID+" to see c stopping", func() bool {
+			mb, ok := memberOf(o, "c")
+			return ok && mb.Stopping
+		})
+		if mb, _ := memberOf(o, "c"); mb.State != Alive {
+			t.Errorf("%s sees stopping c %s, want alive", o.cfg.NodeID, mb.State)
+		}
+	}
+	if mb, _ := memberOf(a, "b"); mb.Stopping {
+		t.Error("b stopping too")
+	}
+	if err := c.Leave(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	waitState(t, "c", Left, a, b)
+	if err := c.AnnounceStopping(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Errorf("AnnounceStopping after Leave = %v, want ErrClosed", err)
+	}
+}
+
+// Every member leaving at once: each one's broadcasts lose their
+// listeners as the others leave, which memberlist alone would wait out
+// to the end of the context. Each Leave stops waiting once nobody is
+// left to hear it, and succeeds.
+func TestLeaveTogether(t *testing.T) {
+	t.Parallel()
+	// LeaveTimeout long enough for a loaded machine to gossip, so that
+	// only a wait for listeners that are gone runs into it.
+	a, b, c := cluster3With(t, func(c *Config) { c.LeaveTimeout = time.Minute })
+	ms := []*Membership{a, b, c}
+	for _, m := range ms {
+		if err := m.AnnounceStopping(ctxTimeout(t, time.Minute)); err != nil {
+			t.Fatalf("%s: AnnounceStopping: %v", m.cfg.NodeID, err)
+		}
+	}
+	errs := make(chan error, len(ms))
+	for _, m := range ms {
+		go func() { errs <- m.Leave(ctxTimeout(t, time.Minute)) }()
+	}
+	for range ms {
+		if err := <-errs; err != nil {
+			t.Errorf("Leave: %v", err)
+		}
+	}
+}
+
 func TestRestartedMemberComesBack(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -279,6 +335,31 @@ func TestJoinSeedAnswersLate(t *testing.T) {
 // TestJoinReresolvesSeedName checks that a name is resolved again on each
 // attempt, as a Kubernetes headless service gains addresses only once pods
 // are ready.
+// Seeds that do not answer yet are usual while a cluster's nodes start
+// together: INFO. Seeds that still do not answer after JoinRetryMax need
+// an operator: one WARN.
+func TestJoinWarnsOnceWhenNoSeedAnswers(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	warns := map[string]int{}
+	cb := fastConfig(t, "b")
+	cb.Join = []string{"127.0.0.1:" + strconv.Itoa(freePort(t))}
+	cb.Logger = slog.New(levelCount{cb.Logger.Handler(), slog.LevelWarn, &mu, warns})
+	b := start(t, cb)
+	if mu.Lock(); len(warns) > 0 {
+		t.Errorf("first failed join warned: %v", warns)
+	}
+	mu.Unlock()
+	waitFor(t, "a warning", func() bool { mu.Lock(); defer mu.Unlock(); return warns["join attempt failed"] > 0 })
+	attempts := b.joinAttempts.Load()
+	waitFor(t, "more attempts", func() bool { return b.joinAttempts.Load() >= attempts+3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(warns) != 1 || warns["join attempt failed"] != 1 {
+		t.Errorf("warnings %v, want one join attempt failed", warns)
+	}
+}
+
 func TestJoinReresolvesSeedName(t *testing.T) {
 	t.Parallel()
 	a := start(t, fastConfig(t, "a"))

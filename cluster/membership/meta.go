@@ -56,6 +56,12 @@ const metaFormat byte = 1
 // node left or failed (see DESIGN.md).
 const flagLeaving byte = 1 << 0
 
+// flagStopping marks a node that has begun to shut down (AnnounceStopping):
+// it still serves while it hands its work over, and then leaves or stops.
+// Peers take their failures to reach it from then on as expected.
+// Releases before it ignore the bit.
+const flagStopping byte = 1 << 1
+
 // encodeMeta lays out: format byte, flags byte, zigzag varint Version, then
 // NodeID, RaftAddr, GRPCAddr, HTTPAddr, ActorAddr and ActorID, each as
 // uvarint length and bytes, then the shard count as a uvarint of
@@ -133,10 +139,10 @@ func decodeMeta(b []byte) (Meta, byte, error) {
 
 // checkMetaSize refuses metadata memberlist would not carry: it panics
 // when a delegate returns more than MetaMaxSize bytes, so the limit is
-// enforced here, at Start, where it can be an error. The leaving flag does
-// not change the size, so a Meta that fits now fits at Leave too.
+// enforced here, at Start, where it can be an error. The flags do not
+// change the size, so a Meta that fits now fits at Leave too.
 func checkMetaSize(m Meta) error {
-	if n := len(encodeMeta(m, flagLeaving)); n > memberlist.MetaMaxSize {
+	if n := len(encodeMeta(m, flagLeaving|flagStopping)); n > memberlist.MetaMaxSize {
 		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrMetaTooLarge, n, memberlist.MetaMaxSize)
 	}
 	return nil

@@ -157,7 +157,7 @@ func TestMemberlistLoggerLevels(t *testing.T) {
 			return a
 		},
 	}))
-	ml := newMemberlistLogger(l)
+	ml := newMemberlistLogger(l, nil)
 	ml.Printf("[DEBUG] memberlist: noise")
 	ml.Printf("[INFO] memberlist: chatter")
 	ml.Printf("[WARN] memberlist: careful %d", 1)
@@ -168,5 +168,47 @@ func TestMemberlistLoggerLevels(t *testing.T) {
 	}
 	if !(levelPrefixHandler{inner: l.Handler()}).Enabled(context.Background(), slog.LevelDebug) {
 		t.Error("adapter must not filter on the fixed level NewLogLogger asks with")
+	}
+}
+
+// memberlist's failures to reach a member that is going away, or while
+// this node's gossip shuts down, are expected; the same failures with a
+// member that stays are not, nor are other errors.
+func TestMemberlistExpectedFailures(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	m := &Membership{cfg: Config{NodeID: "a"}, members: map[string]*memberState{
+		"a": {Member: Member{GossipAddr: "127.0.0.1:7946"}},
+		"b": {Member: Member{GossipAddr: "127.0.0.2:7946"}},
+		"c": {Member: Member{GossipAddr: "127.0.0.3:7946", Stopping: true}},
+		"d": {Member: Member{GossipAddr: "127.0.0.4:7946", State: Left}},
+	}}
+	ml := newMemberlistLogger(l, m.expectedFailure)
+	for _, tc := range []struct {
+		closing bool
+		line    string
+		want    string // the level logged, "" for none above INFO
+	}{
+		{false, "[ERR] memberlist: Failed to send gossip to 127.0.0.2:7946: write udp 127.0.0.1:7946->127.0.0.2:7946: use of closed network connection", "ERROR"},
+		{false, "[ERR] memberlist: Failed to send gossip to 127.0.0.3:7946: connection refused", ""},
+		{false, "[ERR] memberlist: Failed fallback TCP ping: timeout 1s: write tcp 127.0.0.1:36208->127.0.0.4:7946: i/o timeout", ""},
+		{false, "[ERR] memberlist: Failed to send UDP ping: write udp 127.0.0.1:7946->127.0.0.3:79460: refused", "ERROR"},
+		{false, "[WARN] memberlist: Was able to connect to c over TCP but UDP probes failed, network may be misconfigured", "WARN"},
+		{false, "[ERR] memberlist: Conflicting address for 127.0.0.3:7946", "ERROR"},
+		{true, "[ERR] memberlist: Failed to send UDP ping: write udp 127.0.0.1:7946->127.0.0.2:7946: use of closed network connection", ""},
+		{true, "[ERR] memberlist: broken", "ERROR"},
+	} {
+		buf.Reset()
+		m.closing.Store(tc.closing)
+		ml.Print(tc.line)
+		got := ""
+		for _, lv := range []string{"WARN", "ERROR"} {
+			if strings.Contains(buf.String(), "level="+lv) {
+				got = lv
+			}
+		}
+		if got != tc.want {
+			t.Errorf("closing %v, %q: logged %q, want %q", tc.closing, tc.line, got, tc.want)
+		}
 	}
 }

@@ -51,6 +51,10 @@ type Member struct {
 	// GossipAddr is the host:port the node gossips from, for logs and
 	// diagnostics.
 	GossipAddr string
+	// Stopping: the node announced that it is shutting down
+	// (AnnounceStopping). It keeps its State until it leaves or fails;
+	// failing to reach it from now on is expected, not news.
+	Stopping bool
 }
 
 // memberState is a view entry plus what the view needs to judge it.
@@ -188,17 +192,24 @@ func (m *Membership) apply(n *memberlist.Node, ev eventKind) {
 		state = Left
 	}
 	ms.Meta, ms.flags, ms.State = meta, flags, state
+	ms.Stopping = flags&flagStopping != 0
 	ms.GossipAddr = nodeAddr(n).String()
 	if !known || state != prev.State {
 		ms.Since = now
 		m.log.Info("member state", slog.String("node", n.Name), slog.String("state", state.String()),
 			slog.String("addr", ms.GossipAddr))
 	}
+	if ms.Stopping && !prev.Stopping && n.Name != m.cfg.NodeID {
+		m.log.Info("member is stopping", slog.String("node", n.Name))
+	}
 	judged := m.judgeLocked(ms)
 	if !known || ms.Member != prev || judged {
 		m.notifyLocked()
 	}
 }
+
+const conflictMsg = "member announces another shard count: left out of the view, so nothing is routed to it or placed on it; " +
+	"it belongs to another cluster or was started with the wrong --shards"
 
 // judgeLocked decides whether ms conflicts with this node's shard count
 // (Conflicting), logs a change, and reports it. A conflict is logged at
@@ -212,8 +223,7 @@ func (m *Membership) judgeLocked(ms *memberState) bool {
 	}
 	ms.conflict = conflict
 	if conflict {
-		m.log.Error("member announces another shard count: left out of the view, so nothing is routed to it or placed on it; "+
-			"it belongs to another cluster or was started with the wrong --shards",
+		m.log.Error(conflictMsg,
 			slog.String("node", ms.NodeID), slog.Int("its_shards", theirs), slog.Int("our_shards", m.shards),
 			slog.String("addr", ms.GossipAddr))
 	} else {
