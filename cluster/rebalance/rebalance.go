@@ -445,7 +445,7 @@ func (r *Reconciler) preferLeader(ctx context.Context, p pass) {
 		return
 	}
 	m, ok := p.view.byID[p.leader]
-	if !ok || m.State != membership.Alive {
+	if !ok || m.State != membership.Alive || m.Stopping {
 		return
 	}
 	var addr string
@@ -577,7 +577,7 @@ func (r *Reconciler) addMissing(ctx context.Context, shard uint32, target []stri
 			continue
 		}
 		m, ok := v.byID[id]
-		if !ok || m.Meta.RaftAddr == "" || m.State != membership.Alive {
+		if !ok || m.Meta.RaftAddr == "" || m.State != membership.Alive || m.Stopping {
 			continue
 		}
 		return &change{kind: "add_nonvoter", server: id, apply: func() error {
