@@ -86,7 +86,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	}()
 	// First, and so stopped last: the actor system's id goes into the
 	// gossip metadata.
-	sys, stopSys := newActorSystem(n.log)
+	sys, stopSys := newActorSystem(slog.New(actorcluster.RemoteLogHandler(n.log.Handler(), n.actorPeerDeparting)))
 	n.sys = sys
 	n.closers.push(stopSys)
 	// The connections to other nodes' Admin service, which formation
@@ -135,6 +135,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	// Last, so that the actors hear of every leadership change it causes;
 	// stopped first, so no replica moves while the node goes away.
 	if clustered(n) {
+		// Runs once the rebalancer has stopped and before the hand-off.
+		n.closers.push(n.announceStopping)
 		n.rebalancer.Start()
 		n.closers.push(quiet(n.rebalancer.Stop))
 	}

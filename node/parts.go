@@ -107,7 +107,7 @@ func newMux(cfg *config.Config, files *tlsfiles.Files, logger *slog.Logger) (*mu
 	if err != nil {
 		return nil, nil, fmt.Errorf("raft listener: %w", err)
 	}
-	opts := []mux.Option{mux.WithLogger(logger.With("component", "mux"))}
+	opts := []mux.Option{mux.WithLogger(logger)} // the mux names its component
 	if files != nil {
 		// Raft between nodes: both ends present the node certificate.
 		opts = append(opts, mux.WithTLS(files.ServerConfig(tls.RequireAndVerifyClientCert), files.PeerConfig()))
@@ -129,6 +129,7 @@ func (n *Node) openShards(ctx context.Context, hosted []uint32, peersOf func(uin
 		Mux:                n.mux,
 		AdvertiseAddr:      cfg.AdvertiseRaftAddr(),
 		Resolve:            n.resolver(),
+		Departing:          n.raftPeerDeparting,
 		Shards:             cfg.Shards,
 		Hosted:             hosted,
 		Bootstrap:          !clustered(n) || peersOf != nil,
