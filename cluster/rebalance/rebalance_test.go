@@ -183,10 +183,23 @@ func TestSafeOrder(t *testing.T) {
 	h.confs[shard] = voters(start...)
 	h.leads[shard] = true
 	now := time.Unix(1000, 0)
-	r := New(Config{Host: h, Members: &fakeMembers{alive(nodes...)},
+	members := &fakeMembers{alive(nodes...)}
+	// A newcomer that announced it is stopping gets no replica.
+	i := slices.IndexFunc(members.ms, func(m membership.Member) bool { return m.NodeID == newcomer })
+	members.ms[i].Stopping = true
+	r := New(Config{Host: h, Members: members,
 		AppliedIndex: func(context.Context, membership.Member, uint32) (uint64, error) { return 999, nil },
 		Now:          func() time.Time { return now }})
 	var got []string
+	for range 3 {
+		now = now.Add(time.Second)
+		r.Reconcile(context.Background())
+		got = append(got, h.takeLog()...)
+	}
+	if add := fmt.Sprintf("%d add %s", shard, newcomer); slices.Contains(got, add) {
+		t.Fatalf("%s while %s is stopping: %v", add, newcomer, got)
+	}
+	members.ms[i].Stopping = false
 	for range 6 {
 		now = now.Add(time.Second)
 		r.Reconcile(context.Background())
@@ -483,6 +496,11 @@ func TestPreferredLeader(t *testing.T) {
 	ms[1].State, ms[2].State = membership.Suspect, membership.Suspect
 	if got := run(ms, 1000, 10*time.Second); len(got) > 0 {
 		t.Fatalf("transferred to a suspect member: %v", got)
+	}
+	ms = alive(nodes...)
+	ms[1].Stopping, ms[2].Stopping = true, true
+	if got := run(ms, 1000, 10*time.Second); len(got) > 0 {
+		t.Fatalf("transferred to a member that is stopping: %v", got)
 	}
 	if got := run(alive(nodes...), 1000, -1); len(got) > 0 {
 		t.Fatalf("transferred with leader balancing off: %v", got)
