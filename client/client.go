@@ -479,7 +479,7 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 		// A closed connection fails with CANCELLED, which is otherwise
 		// retried.
 		if c.closed.Load() {
-			return fmt.Errorf("ration: %s: %w", strings.ToLower(k.method), ErrClosed)
+			return &prefixed{strings.ToLower(k.method), ErrClosed}
 		}
 		ep, at, node := c.target(k.user, pos)
 		pos = at

@@ -246,7 +246,13 @@ func TestErrorMapping(t *testing.T) {
 		})
 	}
 
-	_, err := c.Deduct(ctx, "bob", client.Deduction{ID: "d", Amount: 25, Timestamp: t0 + 1})
+	// Each error says its class and field once.
+	_, err := c.Deduct(ctx, "bob", client.Deduction{ID: "no spaces", Amount: 1, Timestamp: t0})
+	if got, want := fmt.Sprint(err), "ration: invalid argument: id: may only contain A-Z a-z 0-9 . _ : @ -"; got != want {
+		t.Errorf("invalid id reads %q, want %q", got, want)
+	}
+
+	_, err = c.Deduct(ctx, "bob", client.Deduction{ID: "d", Amount: 25, Timestamp: t0 + 1})
 	var ins *client.InsufficientCreditsError
 	if !errors.As(err, &ins) || *ins != (client.InsufficientCreditsError{DeductionID: "d", At: t0 + 1, Shortfall: 15}) {
 		t.Errorf("insufficient detail = %+v", ins)
@@ -468,6 +474,10 @@ func TestBatch(t *testing.T) {
 	if !errors.As(res[3].Err, &inv) || inv.Field != "amount" {
 		t.Errorf("res[3] = %+v, want invalid amount", res[3])
 	}
+	// The server's message already says "invalid argument: amount: ".
+	if got, want := res[3].Err.Error(), "ration: invalid argument: amount: must be positive, got -1"; got != want {
+		t.Errorf("res[3] reads %q, want %q", got, want)
+	}
 	if !errors.As(res[4].Err, &inv) || inv.Field != "op" {
 		t.Errorf("res[4] = %+v, want invalid op", res[4])
 	}
@@ -640,11 +650,11 @@ func TestClosed(t *testing.T) {
 	}
 	c.Close()
 	start := time.Now()
-	if _, err := c.Grant(context.Background(), "u", client.Grant{ID: "g", Amount: 1}); !errors.Is(err, client.ErrClosed) {
+	if _, err := c.Grant(context.Background(), "u", client.Grant{ID: "g", Amount: 1}); !errors.Is(err, client.ErrClosed) || err.Error() != "ration: grant: client closed" {
 		t.Errorf("Grant after Close: %v", err)
 	}
 	res, err := c.Batch(context.Background(), []client.Op{client.GrantOp("u", client.Grant{ID: "g", Amount: 1})})
-	if !errors.Is(err, client.ErrClosed) || !errors.Is(res[0].Err, client.ErrClosed) {
+	if !errors.Is(err, client.ErrClosed) || !errors.Is(res[0].Err, client.ErrClosed) || res[0].Err.Error() != "ration: batch: client closed" {
 		t.Errorf("Batch after Close: %v, %v", err, res[0].Err)
 	}
 	if d := time.Since(start); d > time.Second {

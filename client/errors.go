@@ -52,7 +52,18 @@ func (e *InvalidArgumentError) Error() string {
 	if e.Field == "" {
 		return "ration: invalid argument: " + e.Reason
 	}
-	return fmt.Sprintf("ration: invalid argument %s: %s", e.Field, e.Reason)
+	return fmt.Sprintf("ration: invalid argument: %s: %s", e.Field, e.Reason)
+}
+
+// bareReason is a server's message about an invalid argument without what
+// servers built on package ledger put before the reason: "invalid
+// argument: " and the field, which InvalidArgumentError.Error says itself.
+func bareReason(field, msg string) string {
+	msg = strings.TrimPrefix(msg, "invalid argument: ")
+	if field != "" {
+		msg = strings.TrimPrefix(msg, field+": ")
+	}
+	return msg
 }
 
 func (e *InvalidArgumentError) Unwrap() error { return ErrInvalidArgument }
@@ -109,6 +120,20 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
+// prefixed is err under the package's own prefix and what failed:
+// "ration: what: ", with err's own "ration: " left out, so that the
+// package's name reads once.
+type prefixed struct {
+	what string
+	err  error
+}
+
+func (e *prefixed) Error() string {
+	return "ration: " + e.what + ": " + strings.TrimPrefix(e.err.Error(), "ration: ")
+}
+
+func (e *prefixed) Unwrap() error { return e.err }
+
 // OutcomeUnknownError is returned by a write when at least one attempt may
 // have reached the server without its reply reaching the client, and no
 // later attempt settled the matter.
@@ -143,7 +168,7 @@ func fromStatus(err error) error {
 	}
 	switch st.Code() {
 	case codes.InvalidArgument:
-		e := &InvalidArgumentError{Reason: st.Message()}
+		e := &InvalidArgumentError{Reason: bareReason("", st.Message())}
 		for _, d := range st.Details() {
 			if f, ok := d.(*rationv1.InvalidField); ok {
 				e.Field, e.Reason = f.GetField(), f.GetReason()
@@ -170,7 +195,7 @@ func fromOpError(pe *rationv1.Error) error {
 	c := parseCode(pe.GetCode())
 	switch c {
 	case codes.InvalidArgument:
-		return &InvalidArgumentError{Field: pe.GetField(), Reason: pe.GetMessage()}
+		return &InvalidArgumentError{Field: pe.GetField(), Reason: bareReason(pe.GetField(), pe.GetMessage())}
 	case codes.AlreadyExists:
 		return &ConflictError{Message: pe.GetMessage()}
 	case codes.FailedPrecondition:

@@ -226,7 +226,7 @@ func (c *Client) Batch(ctx context.Context, ops []Op) ([]OpResult, error) {
 		}
 	}
 	if n > 0 {
-		return results, fmt.Errorf("ration: batch: %d of %d operation(s) without an outcome: %w", n, len(ops), first)
+		return results, &prefixed{fmt.Sprintf("batch: %d of %d operation(s) without an outcome", n, len(ops)), first}
 	}
 	return results, nil
 }
@@ -293,7 +293,7 @@ func (c *Client) batch(ctx context.Context, ops []Op, results []OpResult) {
 			return
 		}
 		if c.closed.Load() {
-			failBatch(pending, fmt.Errorf("ration: batch: %w", ErrClosed))
+			failBatch(pending, &prefixed{"batch", ErrClosed})
 			return
 		}
 		req := &rationv1.BatchRequest{Operations: make([]*rationv1.Operation, len(pending))}

@@ -110,7 +110,7 @@ g1     20
 		t.Errorf("relative conflict: exit %d, stderr %q", code, errs)
 	}
 	code, _, errs = h.run("grant", "alice", "--id", "bad id", "--amount", "5")
-	if code != 1 || !strings.Contains(errs, "invalid argument id") {
+	if code != 1 || !strings.Contains(errs, "rationctl: invalid argument: id: may only contain") {
 		t.Errorf("invalid id: exit %d, stderr %q", code, errs)
 	}
 }
@@ -290,7 +290,7 @@ failed                  1
 	if out != want {
 		t.Errorf("summary:\n%s\nwant:\n%s\nstderr:\n%s", out, want, errs)
 	}
-	for _, w := range []string{"line 7: unreadable: timestamp: invalid time", "line 5: refused (insufficient_credits)", "line 8: refused (conflict)"} {
+	for _, w := range []string{"line 7: unreadable: timestamp: invalid time", "line 5: refused: insufficient credits: deduction", "line 8: refused: id conflict: "} {
 		if !strings.Contains(errs, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, errs)
 		}

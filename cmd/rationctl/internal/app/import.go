@@ -517,12 +517,13 @@ func (s *importStats) record(r record, res client.OpResult) {
 		reason := refusalReason(res.Err)
 		s.refused++
 		s.refusedBy[reason]++
-		what = fmt.Sprintf("refused (%s): %v", reason, res.Err)
+		// The client's refusals say their class first.
+		what = "refused: " + message(res.Err)
 	default:
 		reason := failureReason(res.Err)
 		s.failed++
 		s.failedBy[reason]++
-		what = fmt.Sprintf("failed (%s): %v", reason, res.Err)
+		what = fmt.Sprintf("failed (%s): %s", reason, message(res.Err))
 	}
 	if len(s.problems) < maxProblems {
 		s.problems = append(s.problems, fmt.Sprintf("line %d: %s", r.line, what))

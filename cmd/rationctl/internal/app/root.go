@@ -101,8 +101,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	// The client library's errors start with "ration: "; once is enough.
-	fmt.Fprintln(a.Stderr, "rationctl:", strings.TrimPrefix(err.Error(), "ration: "))
+	fmt.Fprintln(a.Stderr, "rationctl:", message(err))
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(a.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
@@ -264,3 +263,7 @@ func (a *App) withClient(ctx context.Context, f func(*client.Client) error) erro
 	defer c.Close()
 	return f(c)
 }
+
+// message is how rationctl prints an error: the client library's errors
+// start with "ration: ", which rationctl's own prefix replaces.
+func message(err error) string { return strings.TrimPrefix(err.Error(), "ration: ") }
