@@ -334,6 +334,7 @@ func TestBatchContextEarliestDeadline(t *testing.T) {
 func TestOpStatusRoundTrip(t *testing.T) {
 	for _, pe := range []*rationv1.Error{
 		{Code: "INVALID_ARGUMENT", Message: "amount: must be positive", Field: "amount"},
+		{Code: "INVALID_ARGUMENT", Message: "invalid argument: id: may only contain A-Z", Field: "id"},
 		{Code: "ALREADY_EXISTS", Message: "id g reused"},
 		{Code: "FAILED_PRECONDITION", Message: "insufficient", Insufficient: &rationv1.InsufficientCredits{DeductionId: "d", At: 5, Shortfall: 2}},
 		{Code: "UNAVAILABLE", Message: "no leader"},
@@ -347,6 +348,9 @@ func TestOpStatusRoundTrip(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), pe.GetMessage()) {
 			t.Errorf("%s: %v lost the message", pe.GetCode(), err)
+		}
+		if msg := fromStatus(err).Error(); pe.GetField() != "" && (strings.Count(msg, "invalid argument") != 1 || strings.Count(msg, pe.GetField()+":") != 1) {
+			t.Errorf("%s: %q says its class or field more than once", pe.GetCode(), msg)
 		}
 	}
 }

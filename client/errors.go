@@ -226,7 +226,7 @@ func opStatus(pe *rationv1.Error) error {
 	case pe.GetInsufficient() != nil:
 		detail = pe.GetInsufficient()
 	case pe.GetField() != "":
-		detail = &rationv1.InvalidField{Field: pe.GetField(), Reason: pe.GetMessage()}
+		detail = &rationv1.InvalidField{Field: pe.GetField(), Reason: bareReason(pe.GetField(), pe.GetMessage())}
 	}
 	if detail != nil {
 		if withDetail, err := st.WithDetails(detail); err == nil {
