@@ -208,6 +208,7 @@ func (m *Membership) apply(n *memberlist.Node, ev eventKind) {
 	}
 }
 
+// conflictMsg is what judgeLocked logs when a conflict begins.
 const conflictMsg = "member announces another shard count: left out of the view, so nothing is routed to it or placed on it; " +
 	"it belongs to another cluster or was started with the wrong --shards"
 
