@@ -409,3 +409,16 @@ func TestCoalescedReads(t *testing.T) {
 		})
 	}
 }
+
+// TestUnavailableSaysItOnce: an UNAVAILABLE status from a node reads as
+// its cause after the client's own "unavailable after n attempt(s)".
+func TestUnavailableSaysItOnce(t *testing.T) {
+	err := &UnavailableError{Attempts: 2, Err: status.Error(codes.Unavailable, "unavailable: shard 1: no leader")}
+	if got, want := err.Error(), "ration: unavailable after 2 attempt(s): shard 1: no leader"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+	other := &UnavailableError{Attempts: 1, Err: errors.New("dial tcp: refused")}
+	if got, want := other.Error(), "ration: unavailable after 1 attempt(s): dial tcp: refused"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+}

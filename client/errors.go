@@ -111,7 +111,21 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("ration: unavailable after %d attempt(s): %v", e.Attempts, e.Err)
+	return fmt.Sprintf("ration: unavailable after %d attempt(s): %s", e.Attempts, causeText(e.Err))
+}
+
+// causeText is what an attempt's error says beyond its class: a server's
+// status without gRPC's "rpc error: code = Unavailable desc =" and the
+// server's own "unavailable: ", which the caller's message already says.
+func causeText(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return err.Error()
+	}
+	return strings.TrimPrefix(st.Message(), "unavailable: ")
 }
 
 // Is makes errors.Is(err, ErrUnavailable) hold while Unwrap still exposes

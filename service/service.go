@@ -42,6 +42,16 @@ const (
 // ids: no leader, leadership moving, shutting down, outcome unknown.
 var ErrUnavailable = errors.New("unavailable")
 
+// Unavailable marks err as ErrUnavailable without saying so in its text:
+// the layer that reports the failure (the router, ClassOf's callers) names
+// the class once, so inner causes do not each end in ": unavailable".
+func Unavailable(err error) error { return unavailableError{err} }
+
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string   { return e.err.Error() }
+func (e unavailableError) Unwrap() []error { return []error{e.err, ErrUnavailable} }
+
 // Service is the API.
 type Service struct {
 	b   Backend

@@ -134,3 +134,16 @@ func TestErrorsAreClassified(t *testing.T) {
 		t.Fatal("classes")
 	}
 }
+
+// TestUnavailableMarkIsSilent: the mark makes an error of class
+// unavailable without adding the word to its text, and keeps its cause.
+func TestUnavailableMarkIsSilent(t *testing.T) {
+	cause := errors.New("shard 1: no leader")
+	err := fmt.Errorf("router: %w", Unavailable(cause))
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, cause) || ClassOf(err) != ClassUnavailable {
+		t.Errorf("%v: marked unavailable %v, keeps cause %v, class %v", err, errors.Is(err, ErrUnavailable), errors.Is(err, cause), ClassOf(err))
+	}
+	if got := err.Error(); got != "router: shard 1: no leader" {
+		t.Errorf("text %q, want the cause's alone", got)
+	}
+}

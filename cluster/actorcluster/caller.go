@@ -88,21 +88,21 @@ func (c *caller) request(ctx context.Context, pid *actor.PID, req *actorpb.Reque
 	select {
 	case r = <-ch:
 	case <-lost:
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, pid.Address, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("%w: %s", ErrUnreachable, pid.Address))
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	switch {
 	case errors.Is(r.err, actor.ErrTimeout):
-		return nil, fmt.Errorf("%w (%v, %s): %w", ErrTimeout, timeout, pid.Address, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("%w (%v, %s)", ErrTimeout, timeout, pid.Address))
 	case errors.Is(r.err, actor.ErrDeadLetter):
-		return nil, fmt.Errorf("%w: %s: %w", ErrGone, pid, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("%w: %s", ErrGone, pid))
 	case r.err != nil:
-		return nil, fmt.Errorf("actorcluster: request to %s: %v: %w", pid, r.err, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("actorcluster: request to %s: %v", pid, r.err))
 	}
 	rep, ok := r.v.(*actorpb.Reply)
 	if !ok {
-		return nil, fmt.Errorf("actorcluster: %s answered a %T: %w", pid, r.v, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("actorcluster: %s answered a %T", pid, r.v))
 	}
 	return rep, nil
 }

@@ -112,9 +112,9 @@ func replyErr(rep *actorpb.Reply) error {
 	switch e.GetCode() {
 	case actorpb.Code_CODE_NOT_LEADER:
 		if rep.GetLeaderHint() != "" {
-			return fmt.Errorf("%w (it names %s): %w", ErrNotLeader, rep.GetLeaderHint(), service.ErrUnavailable)
+			return service.Unavailable(fmt.Errorf("%w (it names %s)", ErrNotLeader, rep.GetLeaderHint()))
 		}
-		return fmt.Errorf("%w: %w", ErrNotLeader, service.ErrUnavailable)
+		return service.Unavailable(ErrNotLeader)
 	case actorpb.Code_CODE_INVALID_ARGUMENT:
 		return &ledger.InvalidArgumentError{Field: e.GetField(), Reason: e.GetReason()}
 	case actorpb.Code_CODE_CONFLICT:
@@ -122,7 +122,7 @@ func replyErr(rep *actorpb.Reply) error {
 	case actorpb.Code_CODE_INSUFFICIENT_CREDITS:
 		return &ledger.InsufficientCreditsError{DeductionID: e.GetDeductionId(), At: e.GetAt(), Shortfall: e.GetShortfall()}
 	case actorpb.Code_CODE_UNSUPPORTED:
-		return fmt.Errorf("%w: %s: %w", ErrUnsupported, e.GetMessage(), service.ErrUnavailable)
+		return service.Unavailable(fmt.Errorf("%w: %s", ErrUnsupported, e.GetMessage()))
 	}
 	// Unavailable, and the hop's own deadline or cancellation, which is
 	// not the caller's: the router decides from its own context whether

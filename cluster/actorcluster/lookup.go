@@ -292,7 +292,7 @@ func (l *Lookup) resolve(ctx context.Context, user string) (*actor.PID, string, 
 			if len(trail) == 0 {
 				trail = append(trail, "no node to ask")
 			}
-			return nil, "", fmt.Errorf("%w %d (%s): %w", ErrNoLeader, shard, strings.Join(trail, "; "), service.ErrUnavailable)
+			return nil, "", service.Unavailable(fmt.Errorf("%w %d (%s)", ErrNoLeader, shard, strings.Join(trail, "; ")))
 		}
 		asked[node] = true
 		hint = ""
@@ -374,7 +374,7 @@ func (l *Lookup) next(shard uint32, hint string, asked map[string]bool) string {
 func (l *Lookup) directoryOf(node string) (*actor.PID, error) {
 	m, ok := l.members.Member(node)
 	if !ok || m.ActorAddr == "" {
-		return nil, fmt.Errorf("%w: %s announces no actor address: %w", ErrUnreachable, node, service.ErrUnavailable)
+		return nil, service.Unavailable(fmt.Errorf("%w: %s announces no actor address", ErrUnreachable, node))
 	}
 	return actor.NewPID(m.ActorAddr, DirectoryActor), nil
 }
