@@ -99,8 +99,9 @@ func (a Anomaly) String() string { return fmt.Sprintf("%s %s: %s", a.Kind, a.Use
 
 // Options tunes Check.
 type Options struct {
-	// Timeout bounds porcupine's search per user; 0 means 30 s. A timeout
-	// is an anomaly (KindUnknownLinearizability).
+	// Timeout bounds porcupine's search per user; 0 means 30 s. A user
+	// whose search runs out gets a second one four times as long; if that
+	// runs out too, it is an anomaly (KindUnknownLinearizability).
 	Timeout time.Duration
 	// VisualizeDir, if set, receives porcupine's HTML visualization of
 	// every user whose calls are not linearizable.
@@ -129,6 +130,10 @@ type Result struct {
 // DefaultTimeout is Options.Timeout's default.
 const DefaultTimeout = 30 * time.Second
 
+// undecidedRetry multiplies Options.Timeout for the second try of a user
+// whose search gave up.
+const undecidedRetry = 4
+
 // Check runs both checks on every user the ops touch.
 func Check(ops []history.Op, final Final, opts Options) Result {
 	if opts.Timeout <= 0 {
@@ -148,21 +153,38 @@ func Check(ops []history.Op, final Final, opts Options) Result {
 	slices.Sort(users)
 
 	lin := make([]linResult, len(users))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(opts.Parallel, len(users)) {
-		wg.Go(func() {
-			for i := range next {
-				evs, ok := final.Events[users[i]]
-				lin[i] = checkUser(users[i], byUser[users[i]], evs, ok, opts.Timeout, opts.VisualizeDir)
-			}
-		})
+	check := func(idx []int, timeout time.Duration) {
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for range min(opts.Parallel, len(idx)) {
+			wg.Go(func() {
+				for i := range next {
+					evs, ok := final.Events[users[i]]
+					lin[i] = checkUser(users[i], byUser[users[i]], evs, ok, timeout, opts.VisualizeDir)
+				}
+			})
+		}
+		for _, i := range idx {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
 	}
-	for i := range users {
-		next <- i
+	all := make([]int, len(users))
+	for i := range all {
+		all[i] = i
 	}
-	close(next)
-	wg.Wait()
+	check(all, opts.Timeout)
+	// A search that gave up decided nothing. Histories that take long
+	// are rare (a burst of concurrent calls on one user), so the few
+	// users it happens to get one longer try before it counts.
+	var undecided []int
+	for i, l := range lin {
+		if l.anomaly != nil && l.anomaly.Kind == KindUnknownLinearizability {
+			undecided = append(undecided, i)
+		}
+	}
+	check(undecided, undecidedRetry*opts.Timeout)
 
 	res := Result{UsersChecked: len(users), Linearizable: true, Invariants: true}
 	for i, l := range lin {

@@ -35,7 +35,21 @@ type linResult struct {
 // point after it was invoked. Left open both ways, every unknown write
 // would be tried at every step of the search, each try explored until a
 // later read refutes it, and long histories would time out.
+//
+// An unknown write whose id an earlier call had already been answered ok
+// for is dropped too: the write had taken effect, so this one changes
+// nothing wherever it goes, and kept, it would only widen the search.
 func calls(ops []history.Op, final []client.Event, haveFinal bool) []*call {
+	answered := map[writeKey]int64{} // earliest return of an ok answer
+	for i := range ops {
+		op := &ops[i]
+		if op.Kind != history.Balance && op.Outcome == history.OK {
+			k := writeKey{op.Kind == history.Grant, op.ID}
+			if r, ok := answered[k]; !ok || op.Return < r {
+				answered[k] = op.Return
+			}
+		}
+	}
 	inFinal := map[writeKey]bool{}
 	for _, e := range final {
 		switch e.Kind {
@@ -56,7 +70,8 @@ func calls(ops []history.Op, final []client.Event, haveFinal bool) []*call {
 				continue
 			}
 		case op.Outcome == history.Unknown && haveFinal:
-			if !inFinal[writeKey{op.Kind == history.Grant, op.ID}] {
+			k := writeKey{op.Kind == history.Grant, op.ID}
+			if r, ok := answered[k]; !inFinal[k] || ok && r < op.Invoke {
 				continue
 			}
 			out = append(out, &call{op: op, applied: true})
@@ -75,15 +90,30 @@ func calls(ops []history.Op, final []client.Event, haveFinal bool) []*call {
 // was invoked. Or rather, before the first later call with its id that
 // was answered ok: that one found it applied (a duplicate) or applied it,
 // after which the unknown one changes nothing wherever it goes.
+//
+// A grant is also known to have taken effect by the return of any call
+// that shows it: a read that lists it, a deduction that drew from it.
 func operations(cs []*call) []porcupine.Operation {
 	var last int64
 	okAfter := map[writeKey][]*history.Op{}
+	seen := map[string][]int64{} // grant id: returns of calls that show it
 	for _, c := range cs {
 		op := c.op
 		last = max(last, op.Invoke, op.Return)
-		if op.Kind != history.Balance && op.Outcome == history.OK {
+		if op.Outcome != history.OK {
+			continue
+		}
+		switch op.Kind {
+		case history.Balance:
+			for _, g := range op.Grants {
+				seen[g.ID] = append(seen[g.ID], op.Return)
+			}
+		default:
 			k := writeKey{op.Kind == history.Grant, op.ID}
 			okAfter[k] = append(okAfter[k], op)
+			for _, a := range op.Allocations {
+				seen[a.GrantID] = append(seen[a.GrantID], op.Return)
+			}
 		}
 	}
 	out := make([]porcupine.Operation, len(cs))
@@ -95,6 +125,15 @@ func operations(cs []*call) []porcupine.Operation {
 			for _, l := range okAfter[writeKey{op.Kind == history.Grant, op.ID}] {
 				if l.Invoke > op.Invoke {
 					ret = min(ret, l.Return)
+				}
+			}
+			if op.Kind == history.Grant {
+				// A call that shows the grant but returned before it was
+				// sent is a violation; leave it for the search to find.
+				for _, r := range seen[op.ID] {
+					if r > op.Invoke {
+						ret = min(ret, r)
+					}
 				}
 			}
 		}

@@ -14,9 +14,11 @@ import (
 // simulate makes a concurrent history of a correct server: clients invoke
 // ops that take effect at a random instant within their call, in that
 // order, against the reference model. Some writes time out: they are
-// applied, or not, and recorded as unknown. It returns the ops and the
-// final histories.
-func simulate(seed uint64, clients, users, perUser int, unknownRate float64) ([]history.Op, Final) {
+// applied, or not, and recorded as unknown; one that is applied takes
+// effect up to late after it was invoked, as a proposal held by a paused
+// leader commits when it resumes. It returns the ops and the final
+// histories.
+func simulate(seed uint64, clients, users, perUser int, unknownRate float64, late time.Duration) ([]history.Op, Final) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	const ms = int64(time.Millisecond)
 	const epoch = int64(1_700_000_000_000) // Unix ms of the simulated start
@@ -67,6 +69,9 @@ func simulate(seed uint64, clients, users, perUser int, unknownRate float64) ([]
 		p := pending{op: op, effect: effect, applies: true}
 		if op.Kind != history.Balance && rng.Float64() < unknownRate {
 			p.op.Outcome, p.op.Return, p.applies = history.Unknown, 0, rng.IntN(2) == 0
+			if late > 0 {
+				p.effect = invoke + rng.Int64N(int64(late))
+			}
 		}
 		all = append(all, p)
 	}
@@ -153,7 +158,7 @@ func finalEvents(m *model, s *state) []client.Event {
 // TestRealisticHistoryIsFast: ~200 ops per user from 16 clients with some
 // unknown outcomes must be checked well within the default timeout.
 func TestRealisticHistoryIsFast(t *testing.T) {
-	ops, final := simulate(1, 16, 5, 200, 0.03)
+	ops, final := simulate(1, 16, 5, 200, 0.03, 0)
 	var unknown, refused int
 	for _, op := range ops {
 		switch op.Outcome {
@@ -188,7 +193,41 @@ func TestRealisticHistoryIsFast(t *testing.T) {
 }
 
 func TestTimeoutIsAnAnomaly(t *testing.T) {
-	ops, final := simulate(2, 16, 1, 400, 0.03)
+	ops, final := simulate(2, 16, 1, 400, 0.03, 0)
 	r := Check(ops, final, Options{Timeout: time.Nanosecond})
 	wantKinds(t, r, KindUnknownLinearizability)
+}
+
+// TestLateUnknownWrites: writes of unknown outcome that took effect
+// seconds after they were sent, with many calls of the same user in
+// between, as when a paused leader resumes, must not make the search give
+// up.
+func TestLateUnknownWrites(t *testing.T) {
+	ops, final := simulate(3, 12, 4, 2000, 0.01, 7*time.Second)
+	start := time.Now()
+	r := Check(ops, final, Options{})
+	t.Logf("%d ops: %v (slowest user %v)", len(ops), time.Since(start), r.Slowest)
+	wantPass(t, r)
+}
+
+// TestUnknownWritesAreNarrowed: an unknown write is dropped when an
+// earlier call was answered ok for its id, and an unknown grant returns
+// no later than the first call that shows it.
+func TestUnknownWritesAreNarrowed(t *testing.T) {
+	g := history.Op{Kind: history.Grant, ID: "g", User: "u", Amount: 5, Timestamp: 1}
+	ok, again, late := g, g, g
+	ok.Outcome, ok.Invoke, ok.Return = history.OK, 10, 20
+	again.Outcome, again.Invoke = history.Unknown, 30
+	late.ID, late.Outcome, late.Invoke = "h", history.Unknown, 40
+	read := history.Op{Kind: history.Balance, User: "u", Outcome: history.OK, Invoke: 50, Return: 60,
+		ResultAt: ptr(int64(2)), Balance: 10, Grants: []history.GrantBalance{{ID: "g", Remaining: 5}, {ID: "h", Remaining: 5}}}
+	tail := history.Op{Kind: history.Balance, User: "u", Outcome: history.OK, Invoke: 70, Return: 80, ResultAt: ptr(int64(2)), Balance: 10}
+	final := []client.Event{{Kind: client.EventGrant, ID: "g"}, {Kind: client.EventGrant, ID: "h"}}
+	cs := calls([]history.Op{ok, again, late, read, tail}, final, true)
+	if len(cs) != 4 || cs[1].op.ID != "h" {
+		t.Fatalf("calls kept %d ops, want the resend of g dropped", len(cs))
+	}
+	if ret := operations(cs)[1].Return; ret != read.Return {
+		t.Fatalf("grant h returns at %d, want %d (the read that shows it)", ret, read.Return)
+	}
 }

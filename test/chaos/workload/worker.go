@@ -23,8 +23,11 @@ type worker struct {
 	grants, deducts int // ids issued
 	ops             int // calls made
 	// unknown holds, per user, writes whose outcome is unknown: they are
-	// sent again, once, when the client next picks that user, as a
-	// scheduler that lost a reply would.
+	// sent again when the client next picks that user, until one attempt
+	// is answered, as a scheduler that lost a reply would. The answer also
+	// bounds when the first attempt took effect: left unanswered, such a
+	// write could be linearized anywhere up to the end of the run, and
+	// the linearizability search grows with every one of them.
 	unknown map[string][]history.Op
 	// later holds answered writes to send again after some calls.
 	later []resend
@@ -98,7 +101,11 @@ func (w *worker) one(ctx context.Context) {
 	if pending := w.unknown[user]; len(pending) > 0 {
 		delete(w.unknown, user)
 		for _, op := range pending {
-			w.write(ctx, op, true)
+			// A failed attempt was not applied, but says nothing of the
+			// earlier one: send it again too.
+			if done := w.write(ctx, op, true); done.Outcome == history.Unknown || done.Outcome == history.Failed {
+				w.unknown[user] = append(w.unknown[user], op)
+			}
 		}
 	}
 	for i := 0; i < len(w.later); {
