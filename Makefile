@@ -94,6 +94,7 @@ fuzz:
 	$(GO) test ./raftlog/ -run XXX -fuzz FuzzDecodeLog -fuzztime $(FUZZTIME)
 	$(GO) test ./raftlog/ -run XXX -fuzz FuzzLogKey -fuzztime $(FUZZTIME)
 	$(GO) test ./client/ -run XXX -fuzz FuzzRouting -fuzztime $(FUZZTIME)
+	$(GO) test ./config/ -run XXX -fuzz FuzzParseSize -fuzztime $(FUZZTIME)
 
 test: lint build test-race test-cluster test-full fuzz
 

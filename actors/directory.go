@@ -37,6 +37,9 @@ type Replica interface {
 	ProposeBatch(ctx context.Context, ops []raftfsm.Op) ([]raftfsm.OpResult, error)
 	// LogSince returns the user's version and its operations after from.
 	LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp)
+	// Version is the number of the user's operations in the local
+	// replica; ok is false when this node holds no replica of the shard.
+	Version(shard uint32, user string) (v uint64, ok bool)
 }
 
 // ErrOutcomeUnknown reports a write that may or may not have been applied:
@@ -50,6 +53,10 @@ var ErrStopped = errors.New("actors: directory stopped")
 type Options struct {
 	// IdleTimeout passivates an actor that received nothing for this long.
 	IdleTimeout time.Duration
+	// CacheBytes bounds what the actors' ledgers may hold in memory
+	// (ledger.MemoryBound): beyond it the least recently used actors are
+	// passivated, before their idle timeout. 0 or less: no bound.
+	CacheBytes int64
 	// RequestTimeout bounds a request whose context has no deadline.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
@@ -105,8 +112,7 @@ type Directory struct {
 	deadLetters *eventstream.Subscription
 
 	mu     sync.Mutex
-	pids   map[string]*actor.PID
-	shard  map[string]uint32
+	acts   *activations
 	closed bool
 	// gathers is, per shard, the batch gather open for members, or the
 	// last one, sealed (see enter).
@@ -132,8 +138,7 @@ func New(rep Replica, opts Options) *Directory {
 	d := &Directory{
 		sys: sys, ownSystem: own, rep: rep, opts: opts, log: opts.Logger,
 		met:        newMetrics(opts.Registerer),
-		pids:       map[string]*actor.PID{},
-		shard:      map[string]uint32{},
+		acts:       newActivations(),
 		gathers:    map[uint32]*gather{},
 		dispatcher: newPooledDispatcher(300),
 	}
@@ -176,32 +181,48 @@ func (d *Directory) activate(user string) (*actor.PID, error) {
 	if d.closed {
 		return nil, ErrStopped
 	}
-	if pid, ok := d.pids[user]; ok {
-		return pid, nil
+	if act, ok := d.acts.get(user); ok {
+		d.met.hits.Inc()
+		return act.pid, nil
 	}
-	shard := d.rep.ShardOf(user)
-	a := &userActor{dir: d, user: user, shard: shard}
+	act := &activation{user: user, shard: d.rep.ShardOf(user)}
+	a := &userActor{dir: d, user: user, shard: act.shard, act: act}
 	// Spawned unnamed: a name would collide with a passivating activation
 	// that has not yet been removed from the process registry.
 	props := actor.PropsFromProducer(func() actor.Actor { return a },
 		actor.WithDispatcher(d.dispatcher), actor.WithMailbox(actor.Unbounded(leftovers{a})))
-	pid := d.sys.Root.Spawn(props)
-	d.pids[user] = pid
-	d.shard[user] = shard
+	act.pid = d.sys.Root.Spawn(props)
+	d.acts.add(act)
 	d.met.activations.Inc()
 	d.met.active.Inc()
-	return pid, nil
+	return act.pid, nil
 }
 
-// forget removes the user's activation if it is still pid. The actor calls
+// forget removes the user's activation if it is still act. The actor calls
 // it before it stops, so no new request is routed to a stopping actor.
-func (d *Directory) forget(user string, pid *actor.PID) {
+func (d *Directory) forget(act *activation) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if cur, ok := d.pids[user]; ok && cur.Equal(pid) {
-		delete(d.pids, user)
-		delete(d.shard, user)
+	if d.acts.remove(act) {
 		d.met.active.Dec()
+		d.met.cacheBytes.Set(float64(d.acts.bytes))
+	}
+}
+
+// resize records the memory an actor's ledger may now hold, and
+// passivates the least recently used actors while the cache is over
+// Options.CacheBytes. Their queued requests are still served, and the
+// next request for one of their users activates it afresh.
+func (d *Directory) resize(act *activation, bytes int64) {
+	d.mu.Lock()
+	d.acts.resize(act, bytes)
+	out := d.acts.evict(d.opts.CacheBytes, act)
+	d.met.cacheBytes.Set(float64(d.acts.bytes))
+	d.met.active.Sub(float64(len(out)))
+	d.mu.Unlock()
+	for _, old := range out {
+		d.met.evictions.Inc()
+		d.sys.Root.Poison(old.pid)
 	}
 }
 
@@ -282,14 +303,14 @@ func (d *Directory) watchDeadLetters() *eventstream.Subscription {
 func (d *Directory) PassivateShard(shard uint32) {
 	d.mu.Lock()
 	var pids []*actor.PID
-	for user, s := range d.shard {
-		if s == shard {
-			pids = append(pids, d.pids[user])
-			delete(d.pids, user)
-			delete(d.shard, user)
+	for _, act := range d.acts.byUser {
+		if act.shard == shard {
+			pids = append(pids, act.pid)
+			d.acts.remove(act)
 			d.met.active.Dec()
 		}
 	}
+	d.met.cacheBytes.Set(float64(d.acts.bytes))
 	d.mu.Unlock()
 	for _, pid := range pids {
 		d.sys.Root.Poison(pid)
@@ -300,7 +321,7 @@ func (d *Directory) PassivateShard(shard uint32) {
 func (d *Directory) Active() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.pids)
+	return d.acts.len()
 }
 
 // Shutdown stops taking requests and stops every actor, letting each
@@ -308,12 +329,11 @@ func (d *Directory) Active() int {
 func (d *Directory) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
-	pids := make([]*actor.PID, 0, len(d.pids))
-	for _, pid := range d.pids {
-		pids = append(pids, pid)
+	pids := make([]*actor.PID, 0, d.acts.len())
+	for _, act := range d.acts.byUser {
+		pids = append(pids, act.pid)
 	}
-	clear(d.pids)
-	clear(d.shard)
+	d.acts = newActivations()
 	d.mu.Unlock()
 	var futures []*actor.Future
 	for _, pid := range pids {
@@ -333,16 +353,32 @@ func (d *Directory) Shutdown(ctx context.Context) error {
 }
 
 type metrics struct {
-	activations  prometheus.Counter
+	activations  prometheus.Counter // the cache's misses
+	hits         prometheus.Counter
 	passivations prometheus.Counter
+	evictions    prometheus.Counter
 	active       prometheus.Gauge
+	cacheBytes   prometheus.Gauge
 	reloads      *prometheus.CounterVec
+	absent       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		activations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ration_actor_activations_total", Help: "User actors activated.",
+			Name: "ration_actor_activations_total", Help: "User actors activated: requests that found no actor of their user (the actor cache's misses).",
+		}),
+		hits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_actor_cache_hits_total", Help: "Requests that found their user's actor activated.",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_actor_evictions_total", Help: "User actors passivated before their idle timeout to keep the actor cache within its memory bound.",
+		}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ration_actor_cache_bytes", Help: "Memory the activated actors' ledgers may hold, by the ledger's per-user and per-operation bound.",
+		}),
+		absent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ration_reads_of_absent_users_total", Help: "Reads of users with no operations, answered without activating an actor.",
 		}),
 		passivations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ration_actor_passivations_total", Help: "User actors passivated after being idle.",
@@ -355,7 +391,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.activations, m.passivations, m.active, m.reloads)
+		reg.MustRegister(m.activations, m.hits, m.passivations, m.evictions, m.active, m.cacheBytes, m.reloads, m.absent)
 	}
 	return m
 }

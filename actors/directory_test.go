@@ -243,7 +243,10 @@ func TestRequestToStoppedActorIsAnsweredAndResent(t *testing.T) {
 		t.Fatalf("send to a stopped actor: %v, want errDeadLetter", err)
 	}
 	// ...and call, once the stale activation is forgotten, reaches a new one.
-	d.forget("gone", pid)
+	d.mu.Lock()
+	act := d.acts.byUser["gone"]
+	d.mu.Unlock()
+	d.forget(act)
 	b, err := d.Balance(ctx, "gone", 0, false)
 	if err != nil || b.Balance != 5 {
 		t.Fatalf("balance after the actor stopped: %+v %v", b, err)

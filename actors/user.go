@@ -84,8 +84,11 @@ type userActor struct {
 	dir     *Directory
 	user    string
 	shard   uint32
+	act     *activation
 	l       *ledger.Ledger
 	version uint64
+	// reported is the memory bound last reported to the directory.
+	reported int64
 
 	// self and stopped are for leftovers: set in the actor's turns, read
 	// by its mailbox after them.
@@ -104,7 +107,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *actor.ReceiveTimeout:
 		// Unregister first so that no new request is routed here, then
 		// poison: requests already queued are served before the stop.
-		a.dir.forget(a.user, ctx.Self())
+		a.dir.forget(a.act)
 		a.dir.met.passivations.Inc()
 		ctx.CancelReceiveTimeout()
 		ctx.Poison(ctx.Self())
@@ -115,6 +118,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		} else {
 			ctx.Respond(r)
 		}
+		a.report()
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 		// Stopping, Restarting: nothing to do.
 	default:
@@ -124,6 +128,20 @@ func (a *userActor) Receive(ctx actor.Context) {
 		if rep := a.dir.opts.Remote.ServeRemote(a.user, m, inline{a}); rep != nil {
 			ctx.Respond(rep)
 		}
+		a.report()
+	}
+}
+
+// report tells the directory what the cache may now hold in memory, when
+// that changed: after the answer, so a reply never waits for it.
+func (a *userActor) report() {
+	var n int64
+	if a.l != nil {
+		n = a.l.MemoryBound()
+	}
+	if n != a.reported {
+		a.reported = n
+		a.dir.resize(a.act, n)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,18 +46,22 @@ const DefaultViews = 4096
 // Every answer is the user's ledger at some version the replica applied:
 // a real state of the ledger, possibly missing recent writes.
 type Views struct {
-	reps Replicas
-	max  int
-	met  viewMetrics
+	reps     Replicas
+	max      int
+	maxBytes int64
+	met      viewMetrics
 
 	mu     sync.Mutex
 	lru    list.List // of *view, most recently read first
 	byUser map[string]*list.Element
+	bytes  int64 // the views' ledgers' memory bounds, summed
 }
 
 type view struct {
 	user  string
 	shard uint32
+	elem  *list.Element
+	bytes int64 // its ledger's memory bound when last read (guarded by Views.mu)
 
 	mu      sync.Mutex // serialises reads: the ledger caches as it answers
 	l       *ledger.Ledger
@@ -69,12 +74,13 @@ type viewMetrics struct {
 }
 
 // NewViews returns views over reps keeping up to max users' ledgers
-// (DefaultViews if max <= 0). reg may be nil.
-func NewViews(reps Replicas, max int, reg prometheus.Registerer) *Views {
+// (DefaultViews if max <= 0) whose memory bounds (ledger.MemoryBound) sum
+// to at most maxBytes (no bound if maxBytes <= 0). reg may be nil.
+func NewViews(reps Replicas, max int, maxBytes int64, reg prometheus.Registerer) *Views {
 	if max <= 0 {
 		max = DefaultViews
 	}
-	v := &Views{reps: reps, max: max, byUser: map[string]*list.Element{}}
+	v := &Views{reps: reps, max: max, maxBytes: maxBytes, byUser: map[string]*list.Element{}}
 	v.met = viewMetrics{
 		reads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ration_replica_reads_total", Help: "Stale reads answered from this node's own replica without the leader.",
@@ -124,6 +130,13 @@ func (v *Views) read(ctx context.Context, user string, answer func(*view)) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if v.absent(user) {
+		// A user with no operations gets an empty ledger's answer, and
+		// keeps no view: reads of made-up names cost next to nothing.
+		v.met.reads.Inc()
+		answer(&view{user: user, l: ledger.New()})
+		return nil
+	}
 	w := v.view(user)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -154,7 +167,51 @@ func (v *Views) read(ctx context.Context, user string, answer func(*view)) error
 	w.version = ver
 	v.met.reads.Inc()
 	answer(w)
+	v.resize(w, w.l.MemoryBound())
 	return nil
+}
+
+// absent reports whether the user has no view and no operations in this
+// node's replica of its shard.
+func (v *Views) absent(user string) bool {
+	v.mu.Lock()
+	_, kept := v.byUser[user]
+	v.mu.Unlock()
+	if kept {
+		return false
+	}
+	logs, ok := v.reps.Replica(v.reps.ShardOf(user))
+	if !ok {
+		return false // the read reports ErrNoReplica
+	}
+	ver, _ := logs.LogSince(user, math.MaxUint64)
+	return ver == 0
+}
+
+// resize records w's ledger's memory bound and evicts beyond the bounds.
+func (v *Views) resize(w *view, bytes int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e, ok := v.byUser[w.user]; ok && e == w.elem {
+		v.bytes += bytes - w.bytes
+		w.bytes = bytes
+		v.evict(w.elem)
+	}
+}
+
+// evict removes the least recently read views while there are more than
+// max or they weigh more than maxBytes, sparing keep. v.mu is held.
+func (v *Views) evict(keep *list.Element) {
+	for e := v.lru.Back(); e != nil && (v.lru.Len() > v.max || v.maxBytes > 0 && v.bytes > v.maxBytes); {
+		old := e
+		e = e.Prev()
+		if old == keep {
+			continue
+		}
+		w := v.lru.Remove(old).(*view)
+		delete(v.byUser, w.user)
+		v.bytes -= w.bytes
+	}
 }
 
 // view returns the user's view, making it the most recently used, and
@@ -167,12 +224,9 @@ func (v *Views) view(user string) *view {
 		return e.Value.(*view)
 	}
 	w := &view{user: user, shard: v.reps.ShardOf(user)}
-	v.byUser[user] = v.lru.PushFront(w)
-	for v.lru.Len() > v.max {
-		old := v.lru.Back()
-		v.lru.Remove(old)
-		delete(v.byUser, old.Value.(*view).user)
-	}
+	w.elem = v.lru.PushFront(w)
+	v.byUser[user] = w.elem
+	v.evict(w.elem)
 	return w
 }
 

@@ -50,7 +50,7 @@ func (l *localReplicas) Replica(shard uint32) (UserLogs, bool) {
 func TestViewsAnswerAsTheActor(t *testing.T) {
 	rep := actorstest.NewReplica(4)
 	d := newDir(t, rep, time.Minute)
-	v := NewViews(newLocal(rep), 0, nil)
+	v := NewViews(newLocal(rep), 0, 0, nil)
 	ctx := context.Background()
 	const user = "viewer"
 	for i := range 5 {
@@ -94,7 +94,7 @@ func TestViewsFollowTheReplica(t *testing.T) {
 	rep := actorstest.NewReplica(2)
 	d := newDir(t, rep, time.Minute)
 	local := newLocal(rep)
-	v := NewViews(local, 0, nil)
+	v := NewViews(local, 0, 0, nil)
 	ctx := context.Background()
 	const user = "mover"
 	for i := range 3 {
@@ -139,7 +139,7 @@ func TestViewsFollowTheReplica(t *testing.T) {
 func TestViewsBound(t *testing.T) {
 	rep := actorstest.NewReplica(4)
 	d := newDir(t, rep, time.Minute)
-	v := NewViews(newLocal(rep), 3, nil)
+	v := NewViews(newLocal(rep), 3, 0, nil)
 	ctx := context.Background()
 	for i := range 10 {
 		user := fmt.Sprint("u", i)
@@ -166,7 +166,7 @@ func TestViewsBound(t *testing.T) {
 func TestViewsConcurrentReads(t *testing.T) {
 	rep := actorstest.NewReplica(1)
 	d := newDir(t, rep, time.Minute)
-	v := NewViews(newLocal(rep), 0, nil)
+	v := NewViews(newLocal(rep), 0, 0, nil)
 	ctx := context.Background()
 	const user, grants = "busy", 50
 	var wg sync.WaitGroup

@@ -62,6 +62,11 @@ type Config struct {
 	// stopped.
 	IdlePassivation time.Duration
 
+	// MemoryLimit, in bytes, is the Go runtime's soft memory limit, and
+	// bounds the caches of users' ledgers (node.cacheBudgets). 0: no
+	// limit of the node's own (the runtime's GOMEMLIMIT still applies).
+	MemoryLimit int64
+
 	// GossipKey encrypts gossip when set; it is 16, 24 or 32 bytes
 	// (AES-128, -192 or -256) and given base64-encoded.
 	GossipKey []byte

@@ -27,7 +27,7 @@ var specFlags = []string{
 	"advertise-host", "bind-host", "bootstrap-expect", "config", "data-dir",
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
 	"idle-passivation", "join", "log-format", "log-level", "max-request-bytes",
-	"node-id", "raft-election-timeout", "raft-heartbeat-timeout",
+	"memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
 	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
 	"tls-cert", "tls-key",
@@ -143,6 +143,8 @@ func TestEachSource(t *testing.T) {
 			func(c *Config) any { return c.SnapshotThreshold }, uint64(100)},
 		{"raft-log-store", "RATION_RAFT_LOG_STORE", "raft_log_store", "bolt", `"bolt"`,
 			func(c *Config) any { return c.RaftLogStore }, "bolt"},
+		{"memory-limit", "RATION_MEMORY_LIMIT", "memory_limit", "2GiB", "2GiB",
+			func(c *Config) any { return c.MemoryLimit }, int64(2 << 30)},
 		{"idle-passivation", "RATION_IDLE_PASSIVATION", "idle_passivation", "90s", `"90s"`,
 			func(c *Config) any { return c.IdlePassivation }, 90 * time.Second},
 		{"raft-leader-lease-timeout", "RATION_RAFT_LEADER_LEASE_TIMEOUT", "raft_leader_lease_timeout", "250ms", "250ms",
@@ -477,6 +479,8 @@ func TestValidate(t *testing.T) {
 		{"bootstrap expect zero", func(c *Config) { c.BootstrapExpect = 0 }, "--bootstrap-expect: must be at least 1, got 0"},
 
 		{"idle passivation zero", func(c *Config) { c.IdlePassivation = 0 }, "--idle-passivation: must be positive, got 0s"},
+		{"memory limit tiny", func(c *Config) { c.MemoryLimit = 1 << 20 }, "--memory-limit: must be 0 or at least 64MiB, got 1MiB"},
+		{"memory limit smallest", func(c *Config) { c.MemoryLimit = 64 << 20 }, ""},
 		{"dead node grace negative", func(c *Config) { c.DeadNodeGrace = -time.Second }, "--dead-node-grace: must be positive, got -1s"},
 		{"shutdown timeout zero", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout: must be positive, got 0s"},
 		{"snapshot interval tiny", func(c *Config) { c.SnapshotInterval = time.Millisecond },
@@ -603,7 +607,7 @@ func TestLoadFillsAdvertiseHost(t *testing.T) {
 // option (it could then be set by no source) or two options share one.
 func TestOptionsCoverConfig(t *testing.T) {
 	samples := map[string]string{
-		"string": "x", "int": "7", "uint": "7", "duration": "7s", "list": "h", "base64": key16,
+		"string": "x", "int": "7", "uint": "7", "duration": "7s", "list": "h", "base64": key16, "size": "7MiB",
 	}
 	owner := make(map[string]string)
 	typ := reflect.TypeFor[Config]()
@@ -742,4 +746,43 @@ func TestLogValueRedactsGossipKey(t *testing.T) {
 	if len(attrs) != len(specFlags) {
 		t.Errorf("LogValue has %d attributes, want %d", len(attrs), len(specFlags))
 	}
+}
+
+func TestSizes(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+		show string
+	}{
+		{"0", 0, "0"}, {"1234", 1234, "1234"}, {"2GiB", 2 << 30, "2GiB"}, {"512 MiB", 512 << 20, "512MiB"},
+		{"1536MiB", 1536 << 20, "1536MiB"}, {"1TiB", 1 << 40, "1TiB"}, {"10B", 10, "10"}, {"3KiB", 3072, "3KiB"},
+	} {
+		got, err := parseSize(tt.in)
+		if err != nil || got != tt.want || formatSize(got) != tt.show {
+			t.Errorf("parseSize(%q) = %d, %v (shown %q), want %d (%q)", tt.in, got, err, formatSize(got), tt.want, tt.show)
+		}
+	}
+	for _, bad := range []string{"", "GiB", "2GB", "-1", "1.5GiB", "9999999999TiB", "two"} {
+		if _, err := parseSize(bad); err == nil || !strings.Contains(err.Error(), "not a size") {
+			t.Errorf("parseSize(%q): %v, want a 'not a size' error", bad, err)
+		}
+	}
+}
+
+// FuzzParseSize: any accepted size is a non-negative byte count that
+// formats to a text parsing back to it.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"0", "2GiB", "512 MiB", "7B", "8589934591TiB", "-1KiB", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := parseSize(s)
+		if err != nil {
+			return
+		}
+		back, err := parseSize(formatSize(v))
+		if v < 0 || err != nil || back != v {
+			t.Fatalf("parseSize(%q) = %d, formatted %q parses to %d, %v", s, v, formatSize(v), back, err)
+		}
+	})
 }

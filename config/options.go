@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -149,6 +150,13 @@ var options = []option{
 		func(c *Config) *string { return &c.RaftLogStore }, oneOf("shared", "bolt")),
 	durationOpt("idle-passivation", "2m", "Idle time after which an actor is stopped.",
 		func(c *Config) *time.Duration { return &c.IdlePassivation }, positive),
+	scalar("memory-limit", "size", "0", "Memory the node should stay within, e.g. 2GiB or 512MiB (units B, KiB, MiB, GiB, TiB): the Go runtime's soft limit; a quarter of it bounds the cache of users' ledgers on shards this node leads, an eighth the ledgers kept for stale reads; the least recently used go first. 0: no limit (GOMEMLIMIT still applies).",
+		func(c *Config) *int64 { return &c.MemoryLimit }, parseSize, formatSize, func(v int64) error {
+			if v != 0 && v < minMemoryLimit {
+				return fmt.Errorf("must be 0 or at least %s, got %s", formatSize(minMemoryLimit), formatSize(v))
+			}
+			return nil
+		}),
 
 	base64Opt("gossip-key", "Base64 key of 16, 24 or 32 bytes encrypting gossip; unset means no encryption.",
 		func(c *Config) *[]byte { return &c.GossipKey }, checkGossipKey).asSecret(),
@@ -281,6 +289,45 @@ func parseUnsigned(s string) (uint64, error) {
 		return 0, fmt.Errorf("not a non-negative integer: %q", s)
 	}
 	return v, nil
+}
+
+// minMemoryLimit is the smallest --memory-limit: below it the runtime
+// would collect garbage without pause to stay within it.
+const minMemoryLimit = 64 << 20
+
+// sizeUnits are the units of a size, largest first.
+var sizeUnits = []struct {
+	name  string
+	bytes int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// parseSize reads a byte count: an integer with an optional binary unit.
+func parseSize(s string) (int64, error) {
+	num, mult := s, int64(1)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(s, u.name); ok {
+			num, mult = strings.TrimSpace(n), u.bytes
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return 0, fmt.Errorf("not a size (want e.g. 2GiB, 512MiB or a byte count): %q", s)
+	}
+	return v * mult, nil
+}
+
+// formatSize writes a byte count in the largest unit that divides it.
+func formatSize(v int64) string {
+	for _, u := range sizeUnits {
+		if v != 0 && v%u.bytes == 0 {
+			if u.bytes == 1 {
+				return strconv.FormatInt(v, 10)
+			}
+			return strconv.FormatInt(v/u.bytes, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(v, 10)
 }
 
 func parseDuration(s string) (time.Duration, error) {

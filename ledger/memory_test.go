@@ -5,16 +5,8 @@ import (
 	"testing"
 )
 
-// The memory bound of a user's ledger (issue 12): at most userBytes plus
-// eventBytes per operation, at every history size. A node holds millions
-// of users, most with a short history, so the fixed part matters as much
-// as the part per operation. Measured on the benchmark workload, whose ids
-// are up to 7 bytes: longer ids cost their length more per operation.
-const (
-	userBytes  = 1024
-	eventBytes = 96
-)
-
+// The memory bound of a user's ledger (userBytes, eventBytes in
+// ledger.go) holds at every history size of the benchmark workload.
 func memoryBound(ops int) float64 { return userBytes + eventBytes*float64(ops) }
 
 // userHistories is 64 histories of ops operations each, the benchmark

@@ -253,6 +253,14 @@ func (r replica) Replica(shard uint32) (actors.UserLogs, bool) {
 	return fsm, true
 }
 
+func (r replica) Version(shard uint32, user string) (uint64, bool) {
+	fsm := r.h.FSM(shard)
+	if fsm == nil {
+		return 0, false
+	}
+	return fsm.Version(user), true
+}
+
 func (r replica) LogSince(shard uint32, user string, from uint64) (uint64, []raftfsm.LoggedOp) {
 	fsm := r.h.FSM(shard)
 	if fsm == nil { // moved away meanwhile

@@ -156,6 +156,7 @@ func (n *Node) openShards(ctx context.Context, hosted []uint32, peersOf func(uin
 func (n *Node) newDirectory() (*actors.Directory, closer) {
 	d := actors.New(replica{n.host, n.cfg.Shards}, actors.Options{
 		IdleTimeout: n.cfg.IdlePassivation,
+		CacheBytes:  actorCacheBytes(n.cfg.MemoryLimit),
 		Logger:      n.log.With("component", "actors"),
 		Registerer:  n.reg,
 		System:      n.sys,
@@ -170,6 +171,15 @@ func (n *Node) newDirectory() (*actors.Directory, closer) {
 	return d, d.Shutdown
 }
 
+// The caches of users' ledgers take fixed shares of --memory-limit: a
+// quarter for the actors of the shards this node leads, an eighth for the
+// ledgers kept for stale reads. The rest is for the replicas' state (in
+// memory until it moves to disk), raft, gRPC and the runtime's headroom.
+// 0 (no limit) leaves the actors bounded by their idle timeout alone and
+// the views by their count.
+func actorCacheBytes(limit int64) int64 { return limit / 4 }
+func viewCacheBytes(limit int64) int64  { return limit / 8 }
+
 // newRouter lets any node answer any request: it serves the shards this
 // node leads, and reaches the users of the rest through the actor cluster
 // (whose lookup follows this node's leadership changes until the host
@@ -181,7 +191,7 @@ func (n *Node) newRouter() *routing.Router {
 		n.actors.FollowLeadership(n.host)
 		remote = n.actors
 	}
-	views := actors.NewViews(replica{n.host, n.cfg.Shards}, 0, n.reg)
+	views := actors.NewViews(replica{n.host, n.cfg.Shards}, 0, viewCacheBytes(n.cfg.MemoryLimit), n.reg)
 	return routing.New(n.dir, locator{n}, routing.Options{Remote: remote, Replicas: views})
 }
 

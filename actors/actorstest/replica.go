@@ -113,5 +113,10 @@ func (r *Replica) LogSince(shard uint32, user string, from uint64) (uint64, []ra
 	return r.shards[shard].LogSince(user, from)
 }
 
+// Version is the user's version in its shard.
+func (r *Replica) Version(shard uint32, user string) (uint64, bool) {
+	return r.shards[shard].Version(user), true
+}
+
 // Shard is the state machine of shard.
 func (r *Replica) Shard(shard uint32) *raftfsm.Shard { return r.shards[shard] }

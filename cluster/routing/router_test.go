@@ -139,7 +139,7 @@ type hostedViews struct {
 func (h hostedViews) Hosts(uint32) bool { return h.hosts }
 
 func replicasOf(n *fakeNode, hosts bool) Replicas {
-	return hostedViews{Views: actors.NewViews(ownReplicas{n.rep}, 0, nil), hosts: hosts}
+	return hostedViews{Views: actors.NewViews(ownReplicas{n.rep}, 0, 0, nil), hosts: hosts}
 }
 
 // newWorld starts n in-process nodes. Every node's replica is its own, so

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/ration/ration/config"
@@ -33,6 +34,11 @@ func main() {
 	}
 	logger := slog.New(h)
 	logger.Info("configuration", "config", cfg)
+	if cfg.MemoryLimit > 0 {
+		// The runtime's limit is the process's: set here, not by node, which
+		// tests run several of in one process.
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
