@@ -18,7 +18,7 @@ MODULES := . test bench tools
 NODE_MODULES := list -deps -f '{{with .Module}}{{if not (or .Main .Replace)}}{{.Path}} {{.Version}}{{end}}{{end}}'
 FUZZTIME ?= 10s
 
-.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint staticcheck-bin generate proto proto-baseline bench bench-quick bench-bin bench-vet bench-ledger clean chaos chaos-bin chaos-selftest chaos-bugs-check
+.PHONY: cluster all build run test test-race test-cluster test-full fuzz vet lint staticcheck-bin generate proto proto-baseline bench bench-quick bench-bin bench-vet bench-scale bench-ledger clean chaos chaos-bin chaos-selftest chaos-bugs-check
 
 all: build
 
@@ -174,6 +174,17 @@ bench: build bench-bin
 bench-quick: build bench-bin
 	$(BIN)/ration-bench -quick -node-binary $(BIN)/ration-node -layouts $(BENCH_QUICK_LAYOUTS) \
 		-json out/bench/quick.json $(BENCH_FLAGS)
+
+# One node holding many users (bench/scale, issue 12; docs/BENCHMARKS.md,
+# "Scale"): 1,000,000 users x 20 ops and 200 users x 1,000 ops through
+# Batch with --memory-limit 2GiB; RSS during and after, size on disk,
+# restart after kill -9, cold reads. About 3 minutes; prints a table.
+# SCALE_FLAGS adds flags, e.g. SCALE_FLAGS='-users 100000' or
+# SCALE_FLAGS='-memory-limit ""' for none.
+SCALE_FLAGS ?=
+bench-scale: build
+	cd bench && $(GO) build -o ../$(BIN)/ration-scale ./cmd/ration-scale
+	$(BIN)/ration-scale -node-binary $(BIN)/ration-node $(SCALE_FLAGS)
 
 # Tests, vet and staticcheck of the harness module. Not part of lint: its
 # dependencies (etcd's client, pgx, gonum plot) cost CI minutes to build.

@@ -60,6 +60,9 @@ type Proc struct {
 	stop bool // Stop was called: the exit is not a crash
 }
 
+// Pid is the process's id (and its process group's).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Done is closed when the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
