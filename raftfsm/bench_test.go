@@ -71,3 +71,43 @@ func BenchmarkEncodeBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRestore restores a snapshot of 100,000 users of 20 ops each (a
+// grant, then deductions), the shape of `make bench-scale`: a restarted
+// node rebuilds its replicas this way, so this bounds its restart time.
+func BenchmarkRestore(b *testing.B) {
+	const users, opsPer = 100_000, 20
+	s := New(discardLogger())
+	f := s.FSM()
+	var index uint64
+	for u := range users {
+		user := fmt.Sprintf("s-%07d", u)
+		ops := make([]Op, opsPer)
+		ops[0] = grantOp(user, 0, "g", 1<<40, 1_700_000_000_000)
+		for k := 1; k < opsPer; k++ {
+			ops[k] = deductOp(user, uint64(k), fmt.Sprintf("d%d", k), 1, 1_700_000_000_000+int64(k))
+		}
+		for _, op := range ops {
+			data, err := EncodeBatch([]Op{op})
+			if err != nil {
+				b.Fatal(err)
+			}
+			index++
+			f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
+		}
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := persist(b, snap)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := restore(New(discardLogger()), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*users), "ns/user")
+}

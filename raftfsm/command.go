@@ -232,6 +232,7 @@ func applyBatch(s *Shard, index uint64, payload []byte) any {
 	}
 	s.ops.Add(uint64(len(b.Ops)))
 	s.appliedOps.Add(applied)
+	s.stateOps.Add(applied)
 	s.mismatches.Add(mismatched)
 	s.invalid.Add(invalid)
 	return results

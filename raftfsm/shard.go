@@ -95,6 +95,9 @@ type Shard struct {
 	waitCh chan struct{}
 
 	entries, ops, appliedOps, mismatches, invalid, malformed, ignored atomic.Uint64
+	// stateOps is how many ops the state holds (every user's version,
+	// summed); snapOps is appliedOps as of the last snapshot or restore.
+	stateOps, snapOps atomic.Uint64
 }
 
 // userLog is a user's accepted operations, encoded back to back (see
@@ -163,6 +166,15 @@ func (s *Shard) LogSince(user string, from uint64) (uint64, []LoggedOp) {
 		panic(fmt.Sprintf("raftfsm: log of user %q does not decode: %v", user, err))
 	}
 	return version, ops
+}
+
+// OpsSinceSnapshot is how many ops were applied since the last snapshot
+// was taken (or restored), and how many the state holds: what a restart
+// would replay from the raft log, and what it would restore from the
+// snapshot. Raft's own threshold counts entries, which hold from one op to
+// thousands; shards.Host snapshots by these instead.
+func (s *Shard) OpsSinceSnapshot() (since, state uint64) {
+	return s.appliedOps.Load() - s.snapOps.Load(), s.stateOps.Load()
 }
 
 // Users is the number of users with at least one operation.

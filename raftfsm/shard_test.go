@@ -512,3 +512,29 @@ func TestConcurrentReadsAndSnapshots(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// OpsSinceSnapshot counts applied ops (not entries, not refused ones)
+// since the last Snapshot or Restore, and the state's ops.
+func TestOpsSinceSnapshot(t *testing.T) {
+	a := newApplier()
+	a.results(t, mustBatch(t, grantOp("u", 0, "g", 5, 1), grantOp("v", 0, "g", 5, 1), deductOp("u", 1, "d", 1, 2)))
+	a.results(t, mustBatch(t, grantOp("u", 0, "stale", 5, 1))) // version mismatch: not applied
+	if since, state := a.s.OpsSinceSnapshot(); since != 3 || state != 3 {
+		t.Fatalf("after 3 ops: since %d, state %d", since, state)
+	}
+	snap, err := a.s.FSM().Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := persist(t, snap)
+	a.results(t, mustBatch(t, grantOp("w", 0, "g", 5, 1)))
+	if since, state := a.s.OpsSinceSnapshot(); since != 1 || state != 4 {
+		t.Fatalf("one op after the snapshot: since %d, state %d", since, state)
+	}
+	if err := restore(a.s, data); err != nil {
+		t.Fatal(err)
+	}
+	if since, state := a.s.OpsSinceSnapshot(); since != 0 || state != 3 {
+		t.Fatalf("after restoring the snapshot: since %d, state %d", since, state)
+	}
+}

@@ -44,7 +44,11 @@ type snapshot struct {
 // Snapshot captures the state in O(users) under the read lock; the
 // encoding happens in Persist, concurrently with Apply.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	users, applied := (*Shard)(f).capture()
+	s := (*Shard)(f)
+	users, applied := s.capture()
+	// raft calls Snapshot from its FSM goroutine, between Applies: the
+	// count matches the capture exactly.
+	s.snapOps.Store(s.appliedOps.Load())
 	return &snapshot{users: users, applied: applied}, nil
 }
 
@@ -102,9 +106,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
+	var total uint64
+	for _, u := range users {
+		total += u.version
+	}
 	s.mu.Lock()
 	s.users = users
 	s.applied.Store(applied)
+	s.stateOps.Store(total)
+	s.snapOps.Store(s.appliedOps.Load())
 	s.mu.Unlock()
 	s.notifyApplied()
 	return nil

@@ -77,6 +77,10 @@ type Config struct {
 	CommitTimeout      time.Duration
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
+	// SnapshotOps also makes a group snapshot when it applied more ops
+	// than this (and than an eighth of its state) since its last snapshot
+	// (snapshots.go); default 1Mi ops.
+	SnapshotOps uint64
 	// TrailingLogs is how many entries a snapshot leaves in the log, so a
 	// lagging follower can catch up without a snapshot install.
 	TrailingLogs uint64
@@ -172,6 +176,10 @@ type Host struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 
+	// snapLoopDone is closed when snapshotBySize has returned; nil if it
+	// never started.
+	snapLoopDone chan struct{}
+
 	changed broadcast // some group's leader or readiness changed
 	events  *dispatcher
 	wg      sync.WaitGroup // leadership confirmations
@@ -192,6 +200,9 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	if cfg.QueueDepth == 0 {
 		cfg.QueueDepth = defaultQueueDepth
+	}
+	if cfg.SnapshotOps == 0 {
+		cfg.SnapshotOps = defaultSnapshotOps
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -257,6 +268,8 @@ func Open(ctx context.Context, cfg Config) (*Host, error) {
 	for _, g := range h.hosted {
 		g.start()
 	}
+	h.snapLoopDone = make(chan struct{})
+	go h.snapshotBySize()
 	return h, nil
 }
 
@@ -311,6 +324,10 @@ wait:
 	}
 	wg.Wait()
 	errs = append(errs, closeErrs...)
+	if h.snapLoopDone != nil {
+		// It saw closing, or its snapshot failed as raft shut down.
+		<-h.snapLoopDone
+	}
 
 	// With raft down nearly every future has resolved, so these end now.
 	// Not all: raft v1.7.3's FSM goroutine returns at shutdown without
