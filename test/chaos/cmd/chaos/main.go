@@ -64,6 +64,7 @@ type options struct {
 	snapshotThreshold uint64
 	trailingLogs      uint64
 	snapshotInterval  time.Duration
+	idlePassivation   time.Duration
 
 	minThroughput float64
 	liveness      time.Duration
@@ -96,6 +97,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Uint64Var(&o.snapshotThreshold, "snapshot-threshold", 64, "nodes' --snapshot-threshold (low: snapshots all the time)")
 	fs.Uint64Var(&o.trailingLogs, "trailing-logs", 32, "nodes' --raft-trailing-logs (low: a follower that was away catches up from a snapshot)")
 	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 2*time.Second, "nodes' --snapshot-interval")
+	fs.DurationVar(&o.idlePassivation, "idle-passivation", time.Second, "nodes' --idle-passivation (short: the actors of users that pause, as every user does during a fault, are passivated and activated again)")
 	fs.Float64Var(&o.minThroughput, "min-throughput", 20, "acknowledged (OK) writes per second the run must average")
 	fs.DurationVar(&o.liveness, "liveness", 10*time.Second, "every shard must take a write within this of the final heal")
 	fs.DurationVar(&o.converge, "converge", 30*time.Second, "how long replicas may take to converge after the workload stops")
@@ -119,6 +121,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-duration must be positive")
 	case o.clients < 1 || o.users < 1 || o.hot < 0 || o.hot > o.users:
 		return o, errors.New("-clients and -users must be positive, -hot at most -users")
+	case o.idlePassivation <= 0:
+		return o, errors.New("-idle-passivation must be positive")
 	}
 	return o, nil
 }

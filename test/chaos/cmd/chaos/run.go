@@ -100,7 +100,8 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 		Shards: o.shards, Replicas: o.replicas,
 		SnapshotThreshold: o.snapshotThreshold, SnapshotInterval: o.snapshotInterval, TrailingLogs: o.trailingLogs,
 		ShutdownTimeout: 2 * time.Second, // teardown, not a check: keep it short
-		LogLevel:        o.nodeLevel, Args: strings.Fields(o.nodeArgs), Logger: log,
+		LogLevel:        o.nodeLevel, Logger: log,
+		Args: append([]string{"--idle-passivation", o.idlePassivation.String()}, strings.Fields(o.nodeArgs)...),
 	})
 	if err != nil {
 		return "", exitHarness, err
@@ -202,10 +203,12 @@ func run(ctx context.Context, o options, log *slog.Logger) (string, int, error) 
 	if err := final.WriteFile(filepath.Join(o.out, "final.json")); err != nil {
 		log.Warn("writing final.json", "err", err)
 	}
+	actors := actorNote(ctx, cluster)
 	crashes := cluster.Crashes()
 	// The cluster's work is done: stop it so the checker has the CPU.
 	closeCluster()
 	notes = append(notes, snapshotNotes(cluster)...)
+	notes = append(notes, actors)
 	notes = append(notes, inj.Notes()...)
 	notes = append(notes, recoveryNote(inj.Records(), ops))
 
