@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,7 +72,34 @@ func Handler(svc *service.Service, opts Options) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return mux
+	return jsonFallbacks(mux)
+}
+
+// jsonFallbacks answers the requests no route takes, 404 and 405, with
+// the contract's JSON error body where ServeMux would write plain text.
+// Only misses pay for the second lookup of their route.
+func jsonFallbacks(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			other := r.Clone(r.Context())
+			other.Method = m
+			if _, pattern := mux.Handler(other); pattern != "" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) == 0 {
+			writeError(w, &requestError{status: http.StatusNotFound, code: "not_found", msg: "no such path: " + r.URL.Path})
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, &requestError{status: http.StatusMethodNotAllowed, code: "method_not_allowed",
+			msg: fmt.Sprintf("%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allowed, ", "))})
+	})
 }
 
 type server struct {
@@ -78,31 +108,11 @@ type server struct {
 	met  *metrics
 }
 
-// jsonInt is a JSON number token kept as text, so that integers are
-// checked exactly (no float rounding) and strings are refused.
-type jsonInt string
-
-func (n *jsonInt) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || !(b[0] == '-' || b[0] >= '0' && b[0] <= '9') {
-		return errors.New("must be a JSON integer")
-	}
-	*n = jsonInt(b)
-	return nil
-}
-
-type grantBody struct {
-	ID        *string  `json:"id"`
-	Amount    *jsonInt `json:"amount"`
-	Timestamp *jsonInt `json:"timestamp"`
-	ExpiresAt *jsonInt `json:"expires_at"`
-	Priority  *jsonInt `json:"priority"`
-}
-
-type deductBody struct {
-	ID        *string  `json:"id"`
-	Amount    *jsonInt `json:"amount"`
-	Timestamp *jsonInt `json:"timestamp"`
-}
+// The fields each write's body may have.
+var (
+	grantFields  = []string{"id", "amount", "timestamp", "expires_at", "priority"}
+	deductFields = []string{"id", "amount", "timestamp"}
+)
 
 type writeReply struct {
 	User        string                   `json:"user"`
@@ -113,31 +123,30 @@ type writeReply struct {
 }
 
 func (s *server) grant(w http.ResponseWriter, r *http.Request) error {
-	var b grantBody
-	if err := s.decode(w, r, &b); err != nil {
+	b, err := s.object(w, r, grantFields)
+	if err != nil {
 		return err
 	}
 	g := ledger.Grant{ExpiresAt: ledger.Never}
-	var err error
-	if g.ID, err = required("id", b.ID); err != nil {
+	if g.ID, err = text(b, "id"); err != nil {
 		return err
 	}
-	if g.Amount, err = integer("amount", b.Amount, true); err != nil {
+	if g.Amount, err = integer(b, "amount"); err != nil {
 		return err
 	}
-	if g.Timestamp, err = integer("timestamp", b.Timestamp, true); err != nil {
+	if g.Timestamp, err = integer(b, "timestamp"); err != nil {
 		return err
 	}
-	if b.ExpiresAt != nil {
-		if g.ExpiresAt, err = integer("expires_at", b.ExpiresAt, true); err != nil {
+	if present(b, "expires_at") {
+		if g.ExpiresAt, err = integer(b, "expires_at"); err != nil {
 			return err
 		}
 		if g.ExpiresAt == ledger.Never {
 			return &ledger.InvalidArgumentError{Field: "expires_at", Reason: "too large; leave it out for credits that never expire"}
 		}
 	}
-	if b.Priority != nil {
-		p, err := integer("priority", b.Priority, true)
+	if present(b, "priority") {
+		p, err := integer(b, "priority")
 		if err != nil {
 			return err
 		}
@@ -156,19 +165,18 @@ func (s *server) grant(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) deduct(w http.ResponseWriter, r *http.Request) error {
-	var b deductBody
-	if err := s.decode(w, r, &b); err != nil {
+	b, err := s.object(w, r, deductFields)
+	if err != nil {
 		return err
 	}
 	var d ledger.Deduction
-	var err error
-	if d.ID, err = required("id", b.ID); err != nil {
+	if d.ID, err = text(b, "id"); err != nil {
 		return err
 	}
-	if d.Amount, err = integer("amount", b.Amount, true); err != nil {
+	if d.Amount, err = integer(b, "amount"); err != nil {
 		return err
 	}
-	if d.Timestamp, err = integer("timestamp", b.Timestamp, true); err != nil {
+	if d.Timestamp, err = integer(b, "timestamp"); err != nil {
 		return err
 	}
 	user := r.PathValue("user")
@@ -262,51 +270,96 @@ func expiry(t int64) *int64 {
 	return &t
 }
 
-// decode reads a JSON object strictly: bounded size, no unknown fields, no
-// trailing data, numbers kept as text so that integers are checked exactly.
-func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	data, err := io.ReadAll(body)
+// object reads the body of a write: JSON (by its Content-Type), at most
+// MaxBodyBytes, one flat object with each key at most once and only keys
+// in fields, and nothing after it. Values stay raw, so that each is
+// parsed, and reported, under its own name, and integers exactly.
+func (s *server) object(w http.ResponseWriter, r *http.Request, fields []string) (map[string]json.RawMessage, error) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		// Also what keeps a web page from posting here: a browser sends
+		// application/json across origins only after a CORS preflight,
+		// which this API never grants.
+		return nil, &requestError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
+			msg: fmt.Sprintf("a write's body must be JSON, sent with Content-Type: application/json (got %q)", r.Header.Get("Content-Type"))}
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &ledger.InvalidArgumentError{Field: "body", Reason: fmt.Sprintf("larger than %d bytes", s.opts.MaxBodyBytes)}
+			return nil, &requestError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large",
+				msg: fmt.Sprintf("the body is larger than %d bytes", s.opts.MaxBodyBytes)}
 		}
-		return &ledger.InvalidArgumentError{Field: "body", Reason: "could not be read"}
+		return nil, &ledger.InvalidArgumentError{Field: "body", Reason: "could not be read"}
+	}
+	return flatObject(data, fields)
+}
+
+func flatObject(data []byte, fields []string) (map[string]json.RawMessage, error) {
+	notObject := func(why string) error {
+		return &ledger.InvalidArgumentError{Field: "body", Reason: "not a JSON object: " + why}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		field := "body"
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			field = te.Field
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, notObject("it must start with {")
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notObject(err.Error())
 		}
-		return &ledger.InvalidArgumentError{Field: field, Reason: "not a valid JSON object of this request: " + err.Error()}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, notObject("a key is not a string")
+		}
+		if _, dup := out[key]; dup {
+			return nil, &ledger.InvalidArgumentError{Field: key, Reason: "appears more than once"}
+		}
+		if !slices.Contains(fields, key) {
+			return nil, &ledger.InvalidArgumentError{Field: key, Reason: "unknown field; this request takes " + strings.Join(fields, ", ")}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, notObject(err.Error())
+		}
+		out[key] = v
 	}
-	if dec.More() {
-		return &ledger.InvalidArgumentError{Field: "body", Reason: "trailing data after the JSON object"}
+	if _, err := dec.Token(); err != nil {
+		return nil, notObject(err.Error())
 	}
-	return nil
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &ledger.InvalidArgumentError{Field: "body", Reason: "trailing data after the JSON object"}
+	}
+	return out, nil
 }
 
-func required(field string, s *string) (string, error) {
-	if s == nil {
+// present says whether the body has the field, null counting as absent.
+func present(b map[string]json.RawMessage, field string) bool {
+	v, ok := b[field]
+	return ok && string(v) != "null"
+}
+
+func text(b map[string]json.RawMessage, field string) (string, error) {
+	if !present(b, field) {
 		return "", &ledger.InvalidArgumentError{Field: field, Reason: "is required"}
 	}
-	return *s, nil
+	var v string
+	if err := json.Unmarshal(b[field], &v); err != nil {
+		return "", &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must be a JSON string, got %s", b[field])}
+	}
+	return v, nil
 }
 
-func integer(field string, n *jsonInt, need bool) (int64, error) {
-	if n == nil {
-		if need {
-			return 0, &ledger.InvalidArgumentError{Field: field, Reason: "is required"}
-		}
-		return 0, nil
+// integer reads a required JSON integer exactly: no float rounding, no
+// exponents, no strings.
+func integer(b map[string]json.RawMessage, field string) (int64, error) {
+	if !present(b, field) {
+		return 0, &ledger.InvalidArgumentError{Field: field, Reason: "is required"}
 	}
-	v, err := strconv.ParseInt(string(*n), 10, 64)
+	raw := string(b[field])
+	v, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil {
-		return 0, &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must be an integer that fits in 64 bits, got %s", *n)}
+		return 0, &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must be a JSON integer that fits in 64 bits, got %s", raw)}
 	}
 	return v, nil
 }
@@ -317,10 +370,19 @@ func queryInt(s, field string) (*int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return nil, &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must be an integer (Unix milliseconds), got %q", s)}
+		return nil, &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must be an integer, got %q", s)}
 	}
 	return &v, nil
 }
+
+// requestError is a failure of the HTTP request itself, before any
+// operation: the transport's own statuses, outside service.ClassOf.
+type requestError struct {
+	status    int
+	code, msg string
+}
+
+func (e *requestError) Error() string { return e.msg }
 
 func consistency(s string) (stale bool, err error) {
 	switch s {
@@ -357,6 +419,12 @@ type errorJSON struct {
 // the outcome label for metrics.
 func writeError(w http.ResponseWriter, err error) string {
 	e := errorJSON{Message: err.Error()}
+	var re *requestError
+	if errors.As(err, &re) {
+		e.Code = re.code
+		writeJSON(w, re.status, errorBody{Error: e})
+		return e.Code
+	}
 	var status int
 	switch service.ClassOf(err) {
 	case service.ClassInvalid:

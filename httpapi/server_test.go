@@ -39,7 +39,17 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) call(t *testing.T, method, path, body string) (int, map[string]any, http.Header) {
 	t.Helper()
+	return f.callAs(t, method, path, body, "application/json")
+}
+
+// callAs is call with a Content-Type of its own ("" for none), set on
+// requests with a body.
+func (f *fixture) callAs(t *testing.T, method, path, body, contentType string) (int, map[string]any, http.Header) {
+	t.Helper()
 	req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if body != "" && contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -84,9 +94,14 @@ func TestContract(t *testing.T) {
 		{"conflict", "POST", "/v1/users/u1/grants", `{"id":"g1","amount":11,"timestamp":0}`, 409, "conflict", ""},
 		{"float amount", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":1.5,"timestamp":0}`, 400, "invalid_argument", "amount"},
 		{"exponent", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":1e3,"timestamp":0}`, 400, "invalid_argument", "amount"},
-		{"string amount", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":"5","timestamp":0}`, 400, "invalid_argument", ""},
+		{"string amount", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":"5","timestamp":0}`, 400, "invalid_argument", "amount"},
+		{"number id", "POST", "/v1/users/u1/grants", `{"id":5,"amount":5,"timestamp":0}`, 400, "invalid_argument", "id"},
+		{"duplicate key", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5,"amount":500,"timestamp":0}`, 400, "invalid_argument", "amount"},
+		{"not an object", "POST", "/v1/users/u1/grants", `["id"]`, 400, "invalid_argument", "body"},
+		{"nested unknown", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5,"timestamp":0,"x":{"y":1}}`, 400, "invalid_argument", "x"},
+		{"null expiry is none", "POST", "/v1/users/u2/grants", `{"id":"g3","amount":1,"timestamp":0,"expires_at":null}`, 200, "", ""},
 		{"missing timestamp", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5}`, 400, "invalid_argument", "timestamp"},
-		{"unknown field", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5,"timestamp":0,"x":1}`, 400, "invalid_argument", "body"},
+		{"unknown field", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5,"timestamp":0,"x":1}`, 400, "invalid_argument", "x"},
 		{"trailing data", "POST", "/v1/users/u1/grants", `{"id":"g2","amount":5,"timestamp":0} {}`, 400, "invalid_argument", "body"},
 		{"bad id", "POST", "/v1/users/u1/grants", `{"id":"a b","amount":5,"timestamp":0}`, 400, "invalid_argument", "id"},
 		{"bad user", "POST", "/v1/users/a%20b/grants", `{"id":"g2","amount":5,"timestamp":0}`, 400, "invalid_argument", "user"},
@@ -96,7 +111,8 @@ func TestContract(t *testing.T) {
 		{"bad at", "GET", "/v1/users/u1/balance?at=x", "", 400, "invalid_argument", "at"},
 		{"bad consistency", "GET", "/v1/users/u1/balance?consistency=eventual", "", 400, "invalid_argument", "consistency"},
 		{"bad page token", "GET", "/v1/users/u1/events?page_token=zzz", "", 400, "invalid_argument", "page_token"},
-		{"wrong method", "GET", "/v1/users/u1/grants", "", 405, "", ""},
+		{"wrong method", "GET", "/v1/users/u1/grants", "", 405, "method_not_allowed", ""},
+		{"no such path", "GET", "/v1/nothing", "", 404, "not_found", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, m, _ := f.call(t, tc.method, tc.path, tc.body)
@@ -134,8 +150,31 @@ func TestContract(t *testing.T) {
 	}
 	// A body over the cap is refused.
 	big := `{"id":"g9","amount":1,"timestamp":0,"pad":"` + strings.Repeat("x", 1<<20) + `"}`
-	if status, m, _ := f.call(t, "POST", "/v1/users/u1/grants", big); status != 400 || errField(m, "field") != "body" {
+	if status, m, _ := f.call(t, "POST", "/v1/users/u1/grants", big); status != 413 || errField(m, "code") != "payload_too_large" {
 		t.Fatalf("big body: %d %v", status, m)
+	}
+	// The method a path takes is named.
+	if _, _, h := f.call(t, "DELETE", "/v1/users/u1/grants", ""); h.Get("Allow") != "POST" {
+		t.Fatalf("Allow: %q, want POST", h.Get("Allow"))
+	}
+}
+
+// Writes take JSON only, by Content-Type: a form post, as a web page can
+// send across origins without asking, changes nothing.
+func TestWritesRequireJSON(t *testing.T) {
+	f := newFixture(t)
+	body := `{"id":"g1","amount":10,"timestamp":0}`
+	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"} {
+		status, m, _ := f.callAs(t, "POST", "/v1/users/u1/grants", body, ct)
+		if status != 415 || errField(m, "code") != "unsupported_media_type" {
+			t.Fatalf("Content-Type %q: %d %v", ct, status, m)
+		}
+	}
+	if status, m, _ := f.call(t, "GET", "/v1/users/u1/balance", ""); status != 200 || m["balance"] != 0.0 {
+		t.Fatalf("a refused write changed the balance: %d %v", status, m)
+	}
+	if status, m, _ := f.callAs(t, "POST", "/v1/users/u1/grants", body, "application/json; charset=utf-8"); status != 200 {
+		t.Fatalf("with a charset: %d %v", status, m)
 	}
 }
 

@@ -282,7 +282,14 @@ func (n *Node) newHTTPServer(svc *service.Service) *http.Server {
 			Registerer:   n.reg,
 			Logger:       n.log.With("component", "http"),
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
+		// A request that stalls while sending its headers or its body (at
+		// most 1 MiB) is dropped within seconds, not held open forever.
+		// Writes may take longer: pprof's CPU profile streams for up to
+		// the seconds it was asked for, and net/http/pprof refuses one
+		// longer than WriteTimeout.
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      70 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}

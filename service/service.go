@@ -106,6 +106,9 @@ func (s *Service) Balance(ctx context.Context, user string, at *int64, stale boo
 	if err := checkUser(user); err != nil {
 		return BalanceReply{}, err
 	}
+	if err := notNegative("at", at); err != nil {
+		return BalanceReply{}, err
+	}
 	t := s.Now()
 	if at != nil {
 		t = *at
@@ -115,7 +118,9 @@ func (s *Service) Balance(ctx context.Context, user string, at *int64, stale boo
 }
 
 // EventsQuery selects a page of history. From is inclusive, To exclusive;
-// nil means unbounded. Limit 0 means DefaultLimit; above MaxLimit it is cut.
+// nil means unbounded. Limit 0 means DefaultLimit; above MaxLimit it is
+// refused, as a negative one is: a caller that asked for more than it can
+// get should hear so, not page through less than it thinks.
 type EventsQuery struct {
 	From, To  *int64
 	Limit     int
@@ -147,7 +152,13 @@ func (s *Service) Events(ctx context.Context, user string, q EventsQuery) (Event
 	case q.Limit == 0:
 		q.Limit = DefaultLimit
 	case q.Limit > MaxLimit:
-		q.Limit = MaxLimit
+		return EventsReply{}, &ledger.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be at most %d", MaxLimit)}
+	}
+	if err := notNegative("from", q.From); err != nil {
+		return EventsReply{}, err
+	}
+	if err := notNegative("to", q.To); err != nil {
+		return EventsReply{}, err
 	}
 	start, skip := from, 0
 	if q.PageToken != "" {
@@ -311,4 +322,14 @@ func classify(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// notNegative refuses a negative instant: timestamps are Unix milliseconds
+// and writes refuse negative ones, so a read before 0 can only be a
+// mistake (a sign error, seconds mixed with a negative offset).
+func notNegative(field string, t *int64) error {
+	if t != nil && *t < 0 {
+		return &ledger.InvalidArgumentError{Field: field, Reason: fmt.Sprintf("must not be negative (Unix milliseconds), got %d", *t)}
+	}
+	return nil
 }

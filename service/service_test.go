@@ -147,3 +147,22 @@ func TestUnavailableMarkIsSilent(t *testing.T) {
 		t.Errorf("text %q, want the cause's alone", got)
 	}
 }
+
+// Reads refuse what they cannot answer as asked: a page larger than
+// MaxLimit (not cut down to it) and instants before 0.
+func TestReadsRefuseOutOfRangeArguments(t *testing.T) {
+	s := New(&orderBackend{order: map[string][]string{}}, func() time.Time { return time.UnixMilli(42) })
+	ctx := context.Background()
+	neg := int64(-1)
+	for name, err := range map[string]error{
+		"limit": func() error { _, err := s.Events(ctx, "u", EventsQuery{Limit: MaxLimit + 1}); return err }(),
+		"from":  func() error { _, err := s.Events(ctx, "u", EventsQuery{From: &neg}); return err }(),
+		"to":    func() error { _, err := s.Events(ctx, "u", EventsQuery{To: &neg}); return err }(),
+		"at":    func() error { _, err := s.Balance(ctx, "u", &neg, false); return err }(),
+	} {
+		var ia *ledger.InvalidArgumentError
+		if !errors.As(err, &ia) || ia.Field != name {
+			t.Errorf("%s out of range: %v, want invalid argument on %s", name, err, name)
+		}
+	}
+}

@@ -522,6 +522,7 @@ type GetBalanceRequest struct {
 	// at or before it, counting only grants usable at it. May be in the past
 	// or in the future (future reads include scheduled expirations but, of
 	// course, no operations not yet sent). Absent: the server's current time.
+	// Negative: INVALID_ARGUMENT.
 	At *int64 `protobuf:"varint,2,opt,name=at,proto3,oneof" json:"at,omitempty"`
 	// How fresh the answer must be. Unset means linearizable.
 	Consistency   ReadConsistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=ration.v1.ReadConsistency" json:"consistency,omitempty"`
@@ -744,13 +745,14 @@ type ListEventsRequest struct {
 	// The user. Required.
 	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// Only events stamped at or after this instant, Unix milliseconds
-	// (inclusive). Absent: from the beginning.
+	// (inclusive). Absent: from the beginning. Negative: INVALID_ARGUMENT.
 	From *int64 `protobuf:"varint,2,opt,name=from,proto3,oneof" json:"from,omitempty"`
 	// Only events stamped before this instant, Unix milliseconds (exclusive).
 	// Absent: no upper bound, which includes every scheduled expiration.
+	// Negative: INVALID_ARGUMENT.
 	To *int64 `protobuf:"varint,3,opt,name=to,proto3,oneof" json:"to,omitempty"`
 	// Maximum number of events in the page. 0 means the default, 100. Values
-	// above 1000 are treated as 1000; negative values are INVALID_ARGUMENT.
+	// above 1000, and negative ones, are INVALID_ARGUMENT.
 	// A page may hold fewer events than the limit and still not be the last.
 	Limit int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Empty for the first page; otherwise the next_page_token of the previous

@@ -454,7 +454,7 @@ func (s *Server) ListEvents(_ context.Context, r *rationv1.ListEventsRequest) (*
 	case limit == 0:
 		limit = 100
 	case limit > 1000:
-		limit = 1000
+		return nil, toStatus(&ledger.InvalidArgumentError{Field: "limit", Reason: "must be at most 1000"})
 	}
 	from, to := int64(0), int64(math.MaxInt64)
 	if r.From != nil {
