@@ -95,6 +95,7 @@ fuzz:
 	$(GO) test ./raftlog/ -run XXX -fuzz FuzzLogKey -fuzztime $(FUZZTIME)
 	$(GO) test ./client/ -run XXX -fuzz FuzzRouting -fuzztime $(FUZZTIME)
 	$(GO) test ./config/ -run XXX -fuzz FuzzParseSize -fuzztime $(FUZZTIME)
+	$(GO) test ./httpapi/ -run XXX -fuzz FuzzFlatObject -fuzztime $(FUZZTIME)
 
 test: lint build test-race test-cluster test-full fuzz
 

@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/ration/ration/actors"
 	"github.com/ration/ration/actors/actorstest"
 	"github.com/ration/ration/internal/contract"
+	"github.com/ration/ration/ledger"
 	"github.com/ration/ration/service"
 )
 
@@ -243,4 +246,35 @@ func TestUnavailableAndProbes(t *testing.T) {
 	if !strings.Contains(string(body), `ration_request_duration_seconds_count{op="grant",outcome="unavailable",transport="http"} 1`) {
 		t.Fatalf("metrics missing request outcome:\n%s", body)
 	}
+}
+
+// FuzzFlatObject: any body is either refused with an invalid argument or
+// read as an object of known, distinct keys that encodes back to an
+// object read the same way.
+func FuzzFlatObject(f *testing.F) {
+	for _, s := range []string{`{"id":"g","amount":5,"timestamp":0}`, `{"amount":1,"amount":2}`, `{"x":1}`, `[1]`, `{"id":"a"} x`, `{`, `{"id":{"a":[1,{"b":2}]}}`, `{"id":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := flatObject(data, grantFields)
+		if err != nil {
+			if !errors.Is(err, ledger.ErrInvalidArgument) {
+				t.Fatalf("%q: %v is not an invalid argument", data, err)
+			}
+			return
+		}
+		for k := range m {
+			if !slices.Contains(grantFields, k) {
+				t.Fatalf("%q: unknown key %q accepted", data, k)
+			}
+		}
+		again, err := json.Marshal(m)
+		if err != nil {
+			t.Fatalf("%q: accepted values do not encode: %v", data, err)
+		}
+		m2, err := flatObject(again, grantFields)
+		if err != nil || len(m2) != len(m) {
+			t.Fatalf("%q: re-encoded %q reads as %v, %v", data, again, m2, err)
+		}
+	})
 }
