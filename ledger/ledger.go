@@ -220,6 +220,11 @@ func validateGrant(op Grant) error {
 	if err := validateOp(op.ID, op.Amount, op.Timestamp); err != nil {
 		return err
 	}
+	if op.Timestamp == Never {
+		// No expiry can be later, and the grant could never be used: the
+		// timestamp is what is wrong, whether expires_at was given or not.
+		return invalid("timestamp", "a grant's must be below 2^63-1, got %d", op.Timestamp)
+	}
 	if op.ExpiresAt <= op.Timestamp {
 		return invalid("expires_at", "must be later than timestamp %d, got %d", op.Timestamp, op.ExpiresAt)
 	}

@@ -78,6 +78,11 @@ func (l *Ledger) delta(j int) int64 {
 	}
 }
 
+// unexpiredAt says whether a grant expiring at exp is still usable at t.
+// Never is later than every instant, MaxInt64 included, as Balance counts
+// it: a grant without expiry is usable at MaxInt64 too.
+func unexpiredAt(exp, t int64) bool { return t < exp || exp == Never }
+
 // GrantBalance is one grant's part of a balance.
 type GrantBalance struct {
 	ID        string
@@ -98,7 +103,7 @@ func (l *Ledger) Breakdown(t int64) []GrantBalance {
 	add := map[uint32]int64{}
 	if t >= l.frontier {
 		for _, g := range l.live.h {
-			if l.grants.at(g).exp > t {
+			if unexpiredAt(l.grants.at(g).exp, t) {
 				gs = append(gs, g)
 			}
 		}
@@ -130,7 +135,7 @@ func (l *Ledger) Breakdown(t int64) []GrantBalance {
 		kept := gs[:0]
 		for _, g := range gs {
 			r := l.grants.at(g)
-			if r.ts <= t && t < r.exp && r.remaining+add[g] > 0 {
+			if r.ts <= t && unexpiredAt(r.exp, t) && r.remaining+add[g] > 0 {
 				kept = append(kept, g)
 			}
 		}
