@@ -71,6 +71,10 @@ type Config struct {
 	// (AES-128, -192 or -256) and given base64-encoded.
 	GossipKey []byte
 
+	// Insecure allows serving without TLS on a BindHost that is not
+	// loopback; without it such a node needs TLSCert and TLSKey.
+	Insecure bool
+
 	// TLSCert and TLSKey are file paths, set together or not at all.
 	// TLSCA, when set, also requires them.
 	TLSCert string

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 var specFlags = []string{
 	"advertise-host", "bind-host", "bootstrap-expect", "config", "data-dir",
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
-	"idle-passivation", "join", "log-format", "log-level", "max-request-bytes",
+	"idle-passivation", "insecure", "join", "log-format", "log-level", "max-request-bytes",
 	"memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
 	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
@@ -531,7 +531,12 @@ func TestValidate(t *testing.T) {
 			`--advertise-host: required when --bind-host is the wildcard "0.0.0.0", which peers cannot dial`},
 		{"bind v6 wildcard without advertise", func(c *Config) { c.BindHost, c.AdvertiseHost = "::", "" },
 			"--advertise-host: required when --bind-host is the wildcard"},
-		{"bind wildcard with advertise", func(c *Config) { c.BindHost, c.AdvertiseHost = "::", "ration-0.ration" }, ""},
+		{"bind wildcard with advertise", func(c *Config) { c.BindHost, c.AdvertiseHost, c.Insecure = "::", "ration-0.ration", true }, ""},
+		{"beyond loopback without TLS", func(c *Config) { c.BindHost, c.AdvertiseHost = "10.1.2.3", "10.1.2.3" }, "--bind-host: \"10.1.2.3\" is reachable beyond this machine: serve with TLS (--tls-cert and --tls-key), or give --insecure to serve without it"},
+		{"beyond loopback with TLS", func(c *Config) { c.BindHost, c.AdvertiseHost, c.TLSCert, c.TLSKey = "0.0.0.0", "10.1.2.3", "c", "k" }, ""},
+		{"a name is not loopback", func(c *Config) { c.BindHost, c.AdvertiseHost = "node.example", "node.example" }, "--bind-host: \"node.example\" is reachable beyond this machine: serve with TLS (--tls-cert and --tls-key), or give --insecure to serve without it"},
+		{"localhost and ::1 are", func(c *Config) { c.BindHost, c.AdvertiseHost = "::1", "localhost" }, ""},
+		{"insecure with TLS", func(c *Config) { c.Insecure, c.TLSCert, c.TLSKey = true, "c", "k" }, "--insecure: contradicts --tls-cert; give one or the other"},
 		{"advertise wildcard", func(c *Config) { c.AdvertiseHost = "0.0.0.0" },
 			`--advertise-host: must be an address peers can dial, got wildcard "0.0.0.0"`},
 		{"advertise empty falls back to bind", func(c *Config) { c.AdvertiseHost = "" }, ""},
@@ -588,9 +593,9 @@ func TestLoadFillsAdvertiseHost(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"from bind host", []string{"--bind-host=10.1.2.3"}, "10.1.2.3"},
-		{"explicit wins", []string{"--bind-host=10.1.2.3", "--advertise-host=node.example"}, "node.example"},
-		{"explicit with wildcard", []string{"--bind-host=0.0.0.0", "--advertise-host=10.1.2.3"}, "10.1.2.3"},
+		{"from bind host", []string{"--bind-host=10.1.2.3", "--insecure"}, "10.1.2.3"},
+		{"explicit wins", []string{"--bind-host=10.1.2.3", "--advertise-host=node.example", "--insecure"}, "node.example"},
+		{"explicit with wildcard", []string{"--bind-host=0.0.0.0", "--advertise-host=10.1.2.3", "--insecure=true"}, "10.1.2.3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -607,7 +612,7 @@ func TestLoadFillsAdvertiseHost(t *testing.T) {
 // option (it could then be set by no source) or two options share one.
 func TestOptionsCoverConfig(t *testing.T) {
 	samples := map[string]string{
-		"string": "x", "int": "7", "uint": "7", "duration": "7s", "list": "h", "base64": key16, "size": "7MiB",
+		"string": "x", "int": "7", "uint": "7", "duration": "7s", "list": "h", "base64": key16, "size": "7MiB", "bool": "true",
 	}
 	owner := make(map[string]string)
 	typ := reflect.TypeFor[Config]()

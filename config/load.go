@@ -90,11 +90,16 @@ func Load(args []string, env []string) (*Config, error) {
 // flagRecorder collects a flag's raw values; they are applied only after
 // the file and environment, which the flags must override.
 type flagRecorder struct {
-	name string
-	got  map[string][]string
+	name    string
+	boolean bool
+	got     map[string][]string
 }
 
 func (r *flagRecorder) String() string { return "" }
+
+// IsBoolFlag lets a switch be given alone (--insecure), as package flag
+// does for its own booleans.
+func (r *flagRecorder) IsBoolFlag() bool { return r.boolean }
 
 func (r *flagRecorder) Set(raw string) error {
 	r.got[r.name] = append(r.got[r.name], raw)
@@ -107,7 +112,7 @@ func parseFlags(args []string) (map[string][]string, error) {
 	fs.Usage = func() {}
 	got := make(map[string][]string)
 	for i := range options {
-		fs.Var(&flagRecorder{name: options[i].name, got: got}, options[i].name, options[i].help)
+		fs.Var(&flagRecorder{name: options[i].name, boolean: options[i].boolean, got: got}, options[i].name, options[i].help)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

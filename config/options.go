@@ -25,6 +25,7 @@ type option struct {
 	defText string // shown in Usage instead of def when the default is computed
 	list    bool   // comma-separated; YAML also takes a sequence
 	noFile  bool   // cannot be set from the YAML file
+	boolean bool   // a switch: --name alone means true
 	secret  bool   // redacted when the config is logged
 
 	set      func(c *Config, raw string) error // parse raw and replace the value
@@ -94,6 +95,19 @@ func int64Opt(name, def, help string, field func(*Config) *int64, check func(int
 func uint64Opt(name, def, help string, field func(*Config) *uint64, check func(uint64) error) option {
 	return scalar(name, "uint", def, help, field, parseUnsigned,
 		func(v uint64) string { return strconv.FormatUint(v, 10) }, check)
+}
+
+func boolOpt(name, def, help string, field func(*Config) *bool) option {
+	o := scalar(name, "bool", def, help, field,
+		func(s string) (bool, error) {
+			v, err := strconv.ParseBool(s)
+			if err != nil {
+				return false, fmt.Errorf("not true or false: %q", s)
+			}
+			return v, nil
+		}, strconv.FormatBool, nil)
+	o.boolean = true
+	return o
 }
 
 func portOpt(name, def, help string, field func(*Config) *int) option {
@@ -166,6 +180,8 @@ var options = []option{
 		func(c *Config) *string { return &c.TLSKey }, nil),
 	stringOpt("tls-ca", "", "CA bundle for verifying peers; requires --tls-cert and --tls-key.",
 		func(c *Config) *string { return &c.TLSCA }, nil),
+	boolOpt("insecure", "false", "Serve without TLS on a --bind-host that is not loopback: anyone who reaches the ports can read and write every ledger and join the cluster. Without it such a node refuses to start unless --tls-cert and --tls-key are set.",
+		func(c *Config) *bool { return &c.Insecure }),
 
 	stringOpt("log-level", "info", "Log level: debug, info, warn or error.",
 		func(c *Config) *string { return &c.LogLevel }, oneOf("debug", "info", "warn", "error")),

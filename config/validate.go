@@ -40,6 +40,12 @@ func (c *Config) Validate() error {
 		// almost certainly a half-finished TLS setup.
 		errs = append(errs, errors.New("--tls-ca: requires --tls-cert and --tls-key"))
 	}
+	switch {
+	case c.TLSCert == "" && !c.Insecure && !IsLoopback(c.BindHost):
+		errs = append(errs, fmt.Errorf("--bind-host: %q is reachable beyond this machine: serve with TLS (--tls-cert and --tls-key), or give --insecure to serve without it", c.BindHost))
+	case c.TLSCert != "" && c.Insecure:
+		errs = append(errs, errors.New("--insecure: contradicts --tls-cert; give one or the other"))
+	}
 	// hashicorp/raft refuses these combinations when it starts; checking
 	// here names the flags instead.
 	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
@@ -83,6 +89,16 @@ func (c *Config) checkPortsDistinct() []error {
 		}
 	}
 	return errs
+}
+
+// IsLoopback reports whether a --bind-host is reachable from this machine
+// only: a loopback address or the name localhost. Any other name may
+// resolve to anything, and the wildcards listen everywhere.
+func IsLoopback(host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.IsLoopback()
+	}
+	return strings.EqualFold(strings.TrimSuffix(host, "."), "localhost")
 }
 
 // dnsLabel allows underscores, which strict hostnames forbid but DNS names

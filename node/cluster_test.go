@@ -1,13 +1,16 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -421,4 +424,55 @@ func TestStalledHTTPBodyIsDropped(t *testing.T) {
 		t.Fatalf("the server held the stalled request for %v: %v", time.Since(start).Round(time.Second), err)
 	}
 	t.Logf("closed after %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// Beyond loopback a node needs TLS or --insecure (config refuses it
+// otherwise); with --insecure it says so once, as a WARN, at start.
+func TestInsecureBeyondLoopbackWarnsOnce(t *testing.T) {
+	m := newMember(t, 1)
+	args := []string{
+		"--node-id", m.id, "--data-dir", m.dir, "--bind-host", "0.0.0.0", "--advertise-host", "127.0.0.1",
+		"--http-port", strconv.Itoa(m.ports[0]), "--grpc-port", strconv.Itoa(m.ports[1]),
+		"--gossip-port", strconv.Itoa(m.ports[2]), "--raft-port", strconv.Itoa(m.ports[3]),
+	}
+	if _, err := config.Load(args, nil); err == nil || !strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("0.0.0.0 without TLS or --insecure: %v", err)
+	}
+	cfg, err := config.Load(append(args, "--insecure"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "without TLS beyond loopback") {
+		t.Fatalf("want one WARN about serving without TLS, got:\n%s", out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that many goroutines may log to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

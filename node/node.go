@@ -79,6 +79,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Insecure && !config.IsLoopback(cfg.BindHost) {
+		n.log.Warn("serving without TLS beyond loopback (--insecure): anyone who reaches these ports can read and write every ledger and join the cluster",
+			"bind_host", cfg.BindHost)
+	}
 	defer func() {
 		if err != nil {
 			_ = n.closers.close(context.Background())

@@ -232,6 +232,8 @@ func (c *Cluster) args(i int) []string {
 	args := []string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
 		"--bind-host", n.ip, "--advertise-host", n.ip,
+		// The harness's own network namespaces; TLS is not what it tests.
+		"--insecure",
 		"--http-port", strconv.Itoa(HTTPPort), "--grpc-port", strconv.Itoa(GRPCPort),
 		"--gossip-port", strconv.Itoa(GossipPort), "--raft-port", strconv.Itoa(RaftPort),
 		"--join", strings.Join(join, ","), "--bootstrap-expect", strconv.Itoa(len(c.nodes)),
