@@ -50,7 +50,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
 	"github.com/ration/ration/internal/backoff"
@@ -498,7 +497,7 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 			r.maybeApplied = true
 			return r.giveUp(ctx)
 		}
-		retry, maybeApplied := transient(status.Code(err))
+		retry, maybeApplied := transient(attemptCode(err))
 		if !retry {
 			mapped := c.final(k, err)
 			if k.write && errors.Is(mapped, ErrInsufficientCredits) && r.open.unsettled(c.now()) {
@@ -525,6 +524,9 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 // final maps a non-retryable error: the API's refusals to typed errors,
 // anything else wrapped with the method so that status.Code still works.
 func (c *Client) final(k call, err error) error {
+	if tlsFailure(err) {
+		return fmt.Errorf("ration: %s: %w: %s (check the client's certificate, key and CA)", strings.ToLower(k.method), ErrTLS, causeText(err))
+	}
 	mapped := fromStatus(err)
 	if mapped != err {
 		return mapped

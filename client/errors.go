@@ -249,3 +249,32 @@ func opStatus(pe *rationv1.Error) error {
 	}
 	return st.Err()
 }
+
+// ErrTLS reports a failed TLS handshake with a node: no client
+// certificate where the node requires one, one its CA did not sign, an
+// expired one, a server certificate this client does not trust. Sending
+// again cannot help, so it is never retried.
+var ErrTLS = errors.New("TLS handshake failed")
+
+// tlsFailure reports whether an attempt failed in the TLS handshake. gRPC
+// reports that as UNAVAILABLE, like a node that is down, and says which in
+// the message only: "authentication handshake failed" when this side
+// refused, a crypto/tls or x509 error when the server did.
+func tlsFailure(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	m := st.Message()
+	return strings.Contains(m, "authentication handshake failed") || strings.Contains(m, "tls: ") || strings.Contains(m, "x509: ")
+}
+
+// attemptCode is an attempt's status code for the retry decision, with a
+// TLS handshake failure counted as UNAUTHENTICATED: a client without the
+// right certificate must hear so at once, not after its retry budget.
+func attemptCode(err error) codes.Code {
+	if tlsFailure(err) {
+		return codes.Unauthenticated
+	}
+	return status.Code(err)
+}

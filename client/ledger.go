@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/ration/ration/api/rationv1"
 )
@@ -378,7 +377,7 @@ func (c *Client) batchCallFailed(ctx, actx context.Context, k call, pending []*b
 		giveUpBatch(ctx, pending)
 		return batchRound{}
 	}
-	retry, maybe := transient(status.Code(err))
+	retry, maybe := transient(attemptCode(err))
 	if !retry {
 		failBatch(pending, c.final(k, err))
 		return batchRound{}

@@ -204,7 +204,7 @@ func (r *router) learn(user, node string, md metadata.MD, err error) {
 	if node == "" || err == nil || status.Code(err) == codes.Canceled {
 		return
 	}
-	if retry, _ := transient(status.Code(err)); retry {
+	if retry, _ := transient(attemptCode(err)); retry {
 		r.update(func(t *table) *table { return t.without(t.shardOf(user), node) })
 		r.stale()
 	}
