@@ -97,6 +97,10 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	MaxRequestBytes int64
+	// RequestTimeout is the deadline of an API request that comes without
+	// one; MaxRequestTimeout cuts a longer one (service.WithDeadlines).
+	RequestTimeout    time.Duration
+	MaxRequestTimeout time.Duration
 
 	// explicit names (by flag name) the options Load found in a flag,
 	// the environment or the file, whatever the value: a setting the

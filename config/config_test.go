@@ -27,8 +27,8 @@ var specFlags = []string{
 	"advertise-host", "bind-host", "bootstrap-expect", "config", "data-dir",
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
 	"idle-passivation", "insecure", "join", "log-format", "log-level", "max-request-bytes",
-	"memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
-	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "shards",
+	"max-request-timeout", "memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
+	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "request-timeout", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
 	"tls-cert", "tls-key",
 }
@@ -89,6 +89,8 @@ func TestDefaults(t *testing.T) {
 		RaftLeaderLeaseTimeout: 500 * time.Millisecond,
 		ShutdownTimeout:        20 * time.Second,
 		MaxRequestBytes:        1 << 20,
+		RequestTimeout:         5 * time.Second,
+		MaxRequestTimeout:      time.Minute,
 	}
 	got := mustLoad(t, nil, nil)
 	if !reflect.DeepEqual(got, want) {
@@ -479,6 +481,7 @@ func TestValidate(t *testing.T) {
 		{"bootstrap expect zero", func(c *Config) { c.BootstrapExpect = 0 }, "--bootstrap-expect: must be at least 1, got 0"},
 
 		{"idle passivation zero", func(c *Config) { c.IdlePassivation = 0 }, "--idle-passivation: must be positive, got 0s"},
+		{"request timeout above its cap", func(c *Config) { c.RequestTimeout = 2 * time.Minute }, "--request-timeout: must not exceed --max-request-timeout (1m0s), got 2m0s"},
 		{"memory limit tiny", func(c *Config) { c.MemoryLimit = 1 << 20 }, "--memory-limit: must be 0 or at least 64MiB, got 1MiB"},
 		{"memory limit smallest", func(c *Config) { c.MemoryLimit = 64 << 20 }, ""},
 		{"dead node grace negative", func(c *Config) { c.DeadNodeGrace = -time.Second }, "--dead-node-grace: must be positive, got -1s"},

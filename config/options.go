@@ -215,6 +215,10 @@ var options = []option{
 
 	durationOpt("shutdown-timeout", "20s", "Time allowed for a graceful shutdown.",
 		func(c *Config) *time.Duration { return &c.ShutdownTimeout }, positive),
+	durationOpt("request-timeout", "5s", "Deadline of an API request that comes without one: a shard with no leader then answers unavailable within it.",
+		func(c *Config) *time.Duration { return &c.RequestTimeout }, positive),
+	durationOpt("max-request-timeout", "60s", "Longest deadline an API request may have; a later one is cut to it.",
+		func(c *Config) *time.Duration { return &c.MaxRequestTimeout }, positive),
 	int64Opt("max-request-bytes", "1048576", "Largest accepted request body, in bytes.",
 		func(c *Config) *int64 { return &c.MaxRequestBytes }, func(v int64) error {
 			if v <= 0 {

@@ -46,6 +46,9 @@ func (c *Config) Validate() error {
 	case c.TLSCert != "" && c.Insecure:
 		errs = append(errs, errors.New("--insecure: contradicts --tls-cert; give one or the other"))
 	}
+	if c.RequestTimeout > c.MaxRequestTimeout {
+		errs = append(errs, fmt.Errorf("--request-timeout: must not exceed --max-request-timeout (%s), got %s", c.MaxRequestTimeout, c.RequestTimeout))
+	}
 	// hashicorp/raft refuses these combinations when it starts; checking
 	// here names the flags instead.
 	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {

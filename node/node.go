@@ -127,7 +127,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Nod
 	if clustered(n) {
 		n.rebalancer = n.newRebalancer()
 	}
-	drain, err := n.serveAPIs(service.New(n.newRouter(), chaosClock()))
+	drain, err := n.serveAPIs(service.New(n.newRouter(), chaosClock()).WithDeadlines(n.cfg.RequestTimeout, n.cfg.MaxRequestTimeout))
 	if err != nil {
 		return nil, err
 	}

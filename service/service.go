@@ -56,6 +56,31 @@ func (e unavailableError) Unwrap() []error { return []error{e.err, ErrUnavailabl
 type Service struct {
 	b   Backend
 	now func() time.Time
+	// defaultDeadline bounds a request that came without a deadline;
+	// maxDeadline cuts a longer one (WithDeadlines). 0: no bound.
+	defaultDeadline, maxDeadline time.Duration
+}
+
+// WithDeadlines bounds every request: one without a deadline gets def, one
+// with a later deadline than max from now is cut to it. A request must end
+// while its caller still waits for it: a shard with no leader then answers
+// unavailable within the caller's deadline, instead of after the node's
+// own retries, and no caller holds a request open for hours. It returns s.
+func (s *Service) WithDeadlines(def, max time.Duration) *Service {
+	s.defaultDeadline, s.maxDeadline = def, max
+	return s
+}
+
+// bound applies WithDeadlines' bounds to ctx.
+func (s *Service) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	switch {
+	case !ok && s.defaultDeadline > 0:
+		return context.WithTimeout(ctx, s.defaultDeadline)
+	case ok && s.maxDeadline > 0 && time.Until(dl) > s.maxDeadline:
+		return context.WithTimeout(ctx, s.maxDeadline)
+	}
+	return ctx, func() {}
 }
 
 // New returns the API over b. now is the clock for requests that leave
@@ -79,6 +104,8 @@ func checkUser(user string) error {
 
 // Grant adds credits.
 func (s *Service) Grant(ctx context.Context, user string, g ledger.Grant) (actors.WriteResult, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := checkUser(user); err != nil {
 		return actors.WriteResult{}, err
 	}
@@ -88,6 +115,8 @@ func (s *Service) Grant(ctx context.Context, user string, g ledger.Grant) (actor
 
 // Deduct consumes credits.
 func (s *Service) Deduct(ctx context.Context, user string, d ledger.Deduction) (actors.WriteResult, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := checkUser(user); err != nil {
 		return actors.WriteResult{}, err
 	}
@@ -103,6 +132,8 @@ type BalanceReply struct {
 
 // Balance reads the balance at *at, or now if at is nil.
 func (s *Service) Balance(ctx context.Context, user string, at *int64, stale bool) (BalanceReply, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := checkUser(user); err != nil {
 		return BalanceReply{}, err
 	}
@@ -136,6 +167,8 @@ type EventsReply struct {
 
 // Events reads a page of a user's history.
 func (s *Service) Events(ctx context.Context, user string, q EventsQuery) (EventsReply, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := checkUser(user); err != nil {
 		return EventsReply{}, err
 	}
@@ -248,6 +281,8 @@ type BatchResult = actors.BatchResult
 // not exactly one of grant and deduction) fail alone, without reaching the
 // backend.
 func (s *Service) Batch(ctx context.Context, ops []BatchOp) ([]BatchResult, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if len(ops) > MaxBatch {
 		return nil, &ledger.InvalidArgumentError{Field: "operations", Reason: fmt.Sprintf("at most %d per batch, got %d", MaxBatch, len(ops))}
 	}

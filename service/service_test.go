@@ -166,3 +166,52 @@ func TestReadsRefuseOutOfRangeArguments(t *testing.T) {
 		}
 	}
 }
+
+// deadlineBackend records the deadline each call reached it with.
+type deadlineBackend struct {
+	orderBackend
+	got time.Duration // until the deadline; -1 for none
+}
+
+func (b *deadlineBackend) Balance(ctx context.Context, _ string, _ int64, _ bool) (actors.BalanceResult, error) {
+	b.got = -1
+	if dl, ok := ctx.Deadline(); ok {
+		b.got = time.Until(dl)
+	}
+	return actors.BalanceResult{}, nil
+}
+
+// WithDeadlines gives a request without a deadline the default and cuts
+// a later one to the maximum; one within bounds is left alone.
+func TestDeadlinesAreBounded(t *testing.T) {
+	b := &deadlineBackend{orderBackend: orderBackend{order: map[string][]string{}}}
+	s := New(b, nil).WithDeadlines(5*time.Second, time.Minute)
+	call := func(ctx context.Context) time.Duration {
+		if _, err := s.Balance(ctx, "u", nil, false); err != nil {
+			t.Fatal(err)
+		}
+		return b.got
+	}
+	near := func(got, want time.Duration) bool { return got <= want && got > want-time.Second }
+	if got := call(context.Background()); !near(got, 5*time.Second) {
+		t.Errorf("no deadline: the backend got %v, want about 5s", got)
+	}
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if got := call(long); !near(got, time.Minute) {
+		t.Errorf("an hour: the backend got %v, want about 1m", got)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if got := call(short); !near(got, 2*time.Second) {
+		t.Errorf("2s: the backend got %v, want about 2s", got)
+	}
+	if got := func() time.Duration {
+		if _, err := New(b, nil).Balance(context.Background(), "u", nil, false); err != nil {
+			t.Fatal(err)
+		}
+		return b.got
+	}(); got != -1 {
+		t.Errorf("without WithDeadlines: %v, want no deadline", got)
+	}
+}

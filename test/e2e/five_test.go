@@ -129,14 +129,18 @@ func TestFiveNodeLifecycle(t *testing.T) {
 	victim.start()
 	t.Logf("%s back after %v down", victim.id, time.Since(killed).Round(time.Millisecond))
 
-	// Down for less than --dead-node-grace (30 s): nothing moved (a node
-	// that formed late has opened its groups, which moves nothing).
+	// Down for less than --dead-node-grace (30 s): no replica moved (a
+	// node that formed late has opened its groups, which moves nothing).
+	// Leadership may have: a shard the victim is the preferred leader of
+	// goes back to it once it is back and caught up (prefer_leader), as
+	// soon as the new leader has led for rebalance.Config.LeaderSettle
+	// (10 s), which can be before this check.
 	for _, p := range procs {
 		if p == victim {
 			continue // restarted: fresh counters
 		}
 		for k, v := range rebalanceCounts(t, p) {
-			if k != "open_group" && v != 0 {
+			if k != "open_group" && k != "prefer_leader" && v != 0 {
 				t.Fatalf("%s: %d %s changes after a restart within the dead grace", p.id, v, k)
 			}
 		}
