@@ -101,6 +101,8 @@ type Config struct {
 	// one; MaxRequestTimeout cuts a longer one (service.WithDeadlines).
 	RequestTimeout    time.Duration
 	MaxRequestTimeout time.Duration
+	// MaxConnections caps the open connections of each API listener.
+	MaxConnections int
 
 	// explicit names (by flag name) the options Load found in a flag,
 	// the environment or the file, whatever the value: a setting the

@@ -26,8 +26,8 @@ func TestMain(m *testing.M) {
 var specFlags = []string{
 	"advertise-host", "bind-host", "bootstrap-expect", "config", "data-dir",
 	"dead-node-grace", "gossip-key", "gossip-port", "grpc-port", "http-port",
-	"idle-passivation", "insecure", "join", "log-format", "log-level", "max-request-bytes",
-	"max-request-timeout", "memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
+	"idle-passivation", "insecure", "join", "log-format", "log-level",
+	"max-connections", "max-request-bytes", "max-request-timeout", "memory-limit", "node-id", "raft-election-timeout", "raft-heartbeat-timeout",
 	"raft-leader-lease-timeout", "raft-log-store", "raft-port", "raft-trailing-logs", "replicas", "request-timeout", "shards",
 	"shutdown-timeout", "snapshot-interval", "snapshot-threshold", "tls-ca",
 	"tls-cert", "tls-key",
@@ -91,6 +91,7 @@ func TestDefaults(t *testing.T) {
 		MaxRequestBytes:        1 << 20,
 		RequestTimeout:         5 * time.Second,
 		MaxRequestTimeout:      time.Minute,
+		MaxConnections:         4096,
 	}
 	got := mustLoad(t, nil, nil)
 	if !reflect.DeepEqual(got, want) {

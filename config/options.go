@@ -219,6 +219,8 @@ var options = []option{
 		func(c *Config) *time.Duration { return &c.RequestTimeout }, positive),
 	durationOpt("max-request-timeout", "60s", "Longest deadline an API request may have; a later one is cut to it.",
 		func(c *Config) *time.Duration { return &c.MaxRequestTimeout }, positive),
+	intOpt("max-connections", "4096", "Open connections each API listener (gRPC, HTTP) takes; more wait until one closes. Nodes reach each other's gRPC too.",
+		func(c *Config) *int { return &c.MaxConnections }, atLeast(1)),
 	int64Opt("max-request-bytes", "1048576", "Largest accepted request body, in bytes.",
 		func(c *Config) *int64 { return &c.MaxRequestBytes }, func(v int64) error {
 			if v <= 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -475,4 +476,43 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Past --max-connections an API listener takes no more connections
+// until one closes: a request then waits instead of being served.
+func TestConnectionCap(t *testing.T) {
+	skipUnderRace(t)
+	m := newMember(t, 1)
+	m.startWith(t, []string{m.gossip()}, 1, "--max-connections", "2")
+	t.Cleanup(func() { m.stop(t) })
+	waitReady(t, m)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m.ports[0]))
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// A request each, so that the server has surely accepted both.
+		if _, err := fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	hc := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := hc.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a third connection was served with the cap at 2")
+	}
+	held[0].Close()
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("after one closed: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -195,6 +196,9 @@ func (n *Node) newRouter() *routing.Router {
 	return routing.New(n.dir, locator{n}, routing.Options{Remote: remote, Replicas: views})
 }
 
+// maxStreamsPerConn caps the concurrent gRPC calls of one connection.
+const maxStreamsPerConn = 1024
+
 // serveAPIs serves svc over gRPC and HTTP. Its closer drains both at once:
 // they take no new request and finish those in flight, gRPC cut short if
 // ctx ends first.
@@ -203,6 +207,10 @@ func (n *Node) serveAPIs(svc *service.Service) (closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc listener: %w", err)
 	}
+	// Past the cap a connection waits in the kernel's backlog until one
+	// closes: a flood of idle connections cannot exhaust the node's file
+	// descriptors and memory.
+	grpcLn = netutil.LimitListener(grpcLn, n.cfg.MaxConnections)
 	grpcSrv, err := n.newGRPCServer(svc)
 	if err != nil {
 		_ = grpcLn.Close()
@@ -213,6 +221,7 @@ func (n *Node) serveAPIs(svc *service.Service) (closer, error) {
 		_ = grpcLn.Close()
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
+	httpLn = netutil.LimitListener(httpLn, n.cfg.MaxConnections)
 	httpSrv := n.newHTTPServer(svc)
 	n.grpcLn, n.httpLn = grpcLn, httpLn
 	go func() {
@@ -255,6 +264,10 @@ func (n *Node) newGRPCServer(svc *service.Service) (*grpc.Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(max(n.cfg.MaxRequestBytes, 4<<20))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Every call is unary: a client with more than this many calls
+		// in flight on one connection should open another (the Go
+		// client's coalescing keeps it far below).
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 	}
 	routes, err := n.newRouteTable()
 	if err != nil {
