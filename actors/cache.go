@@ -44,6 +44,13 @@ func (c *activations) get(user string) (*activation, bool) {
 	return a, ok
 }
 
+// touch makes a the most recently used, if it is still in the cache.
+func (c *activations) touch(a *activation) {
+	if c.byUser[a.user] == a {
+		c.lru.MoveToFront(a.elem)
+	}
+}
+
 func (c *activations) add(a *activation) {
 	a.elem = c.lru.PushFront(a)
 	c.byUser[a.user] = a

@@ -161,3 +161,51 @@ func TestViewsByteBound(t *testing.T) {
 		}
 	}
 }
+
+// A request that reaches an actor without activate (another node sends
+// to the actor's address directly) also makes it the most recently used.
+func TestDirectRequestsKeepAnActorFresh(t *testing.T) {
+	rep := actorstest.NewReplica(4)
+	one := ledger.New()
+	if _, err := one.Grant(ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(rep, Options{IdleTimeout: time.Hour, CacheBytes: 4 * one.MemoryBound()})
+	t.Cleanup(func() { _ = d.Shutdown(context.Background()) })
+	ctx := context.Background()
+	for i := range 4 {
+		if _, err := d.Grant(ctx, fmt.Sprint("u", i), ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "4 actors weighed", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.acts.bytes == 4*one.MemoryBound()
+	})
+	d.mu.Lock()
+	pid := d.acts.byUser["u0"].pid
+	d.mu.Unlock()
+	// u0, the least recently activated, is used the way a remote node
+	// uses it: straight to its PID.
+	if _, err := d.send(ctx, pid, &request{ctx: ctx, kind: opBalance}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "u0 the most recently used", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.acts.lru.Front().Value.(*activation).user == "u0"
+	})
+	if _, err := d.Grant(ctx, "u4", ledger.Grant{ID: "g", Amount: 1, ExpiresAt: ledger.Never}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an eviction", func() bool { return testutil.ToFloat64(d.met.evictions) >= 1 })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.acts.byUser["u0"]; !ok {
+		t.Fatal("u0, just used directly, was evicted")
+	}
+	if _, ok := d.acts.byUser["u1"]; ok {
+		t.Fatal("u1, the least recently used, was kept")
+	}
+}

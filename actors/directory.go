@@ -209,12 +209,20 @@ func (d *Directory) forget(act *activation) {
 	}
 }
 
-// resize records the memory an actor's ledger may now hold, and
-// passivates the least recently used actors while the cache is over
+// used records that an actor just served a request, local or from
+// another node (which sends to the actor directly, never through
+// activate), and the memory its ledger may now hold; then it passivates
+// the least recently used actors while the cache is over
 // Options.CacheBytes. Their queued requests are still served, and the
-// next request for one of their users activates it afresh.
-func (d *Directory) resize(act *activation, bytes int64) {
+// next request for one of their users activates it afresh. Without a
+// bound the order does not matter, and only a change of size is worth
+// the lock.
+func (d *Directory) used(act *activation, bytes int64, changed bool) {
+	if d.opts.CacheBytes <= 0 && !changed {
+		return
+	}
 	d.mu.Lock()
+	d.acts.touch(act)
 	d.acts.resize(act, bytes)
 	out := d.acts.evict(d.opts.CacheBytes, act)
 	d.met.cacheBytes.Set(float64(d.acts.bytes))

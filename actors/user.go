@@ -132,17 +132,15 @@ func (a *userActor) Receive(ctx actor.Context) {
 	}
 }
 
-// report tells the directory what the cache may now hold in memory, when
-// that changed: after the answer, so a reply never waits for it.
+// report tells the directory the actor was used and what its cache may
+// now hold in memory: after the answer, so a reply never waits for it.
 func (a *userActor) report() {
 	var n int64
 	if a.l != nil {
 		n = a.l.MemoryBound()
 	}
-	if n != a.reported {
-		a.reported = n
-		a.dir.resize(a.act, n)
-	}
+	a.dir.used(a.act, n, n != a.reported)
+	a.reported = n
 }
 
 // inline runs the user's operations in the actor's current turn.

@@ -145,6 +145,7 @@ func (v *Views) read(ctx context.Context, user string, answer func(*view)) error
 		// The shard moved away: its ledger would only hold memory until
 		// the LRU got to it, and a later replica starts over anyway.
 		w.l, w.version = nil, 0
+		v.resize(w, 0)
 		return fmt.Errorf("%w: shard %d", ErrNoReplica, w.shard)
 	}
 	if w.l == nil {
@@ -162,6 +163,7 @@ func (v *Views) read(ctx context.Context, user string, answer func(*view)) error
 	if err := replay(w.l, ops); err != nil {
 		at := w.version
 		w.l, w.version = nil, 0
+		v.resize(w, 0)
 		return fmt.Errorf("actors: user %s: view at version %d: %w", user, at, err)
 	}
 	w.version = ver

@@ -498,6 +498,12 @@ func (c *Client) do(ctx context.Context, k call, f func(context.Context, *endpoi
 			return r.giveUp(ctx)
 		}
 		retry, maybeApplied := transient(attemptCode(err))
+		if !retry && k.write && r.maybeApplied && tlsFailure(err) {
+			// An earlier attempt may have applied the write; this one
+			// says nothing of it.
+			r.last = err
+			return r.giveUp(ctx)
+		}
 		if !retry {
 			mapped := c.final(k, err)
 			if k.write && errors.Is(mapped, ErrInsufficientCredits) && r.open.unsettled(c.now()) {

@@ -256,17 +256,18 @@ func opStatus(pe *rationv1.Error) error {
 // again cannot help, so it is never retried.
 var ErrTLS = errors.New("TLS handshake failed")
 
-// tlsFailure reports whether an attempt failed in the TLS handshake. gRPC
-// reports that as UNAVAILABLE, like a node that is down, and says which in
-// the message only: "authentication handshake failed" when this side
-// refused, a crypto/tls or x509 error when the server did.
+// tlsFailure reports whether an attempt failed on a certificate in the TLS
+// handshake. gRPC reports that as UNAVAILABLE, like a node that is down,
+// and says which in the message only: a crypto/tls alert or x509 error.
+// A handshake cut short (EOF, a reset, its deadline: "authentication
+// handshake failed: EOF") is a node or network problem, and is retried.
 func tlsFailure(err error) bool {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.Unavailable {
 		return false
 	}
 	m := st.Message()
-	return strings.Contains(m, "authentication handshake failed") || strings.Contains(m, "tls: ") || strings.Contains(m, "x509: ")
+	return strings.Contains(m, "tls: ") || strings.Contains(m, "x509: ")
 }
 
 // attemptCode is an attempt's status code for the retry decision, with a

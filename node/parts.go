@@ -297,12 +297,13 @@ func (n *Node) newHTTPServer(svc *service.Service) *http.Server {
 		}),
 		// A request that stalls while sending its headers or its body (at
 		// most 1 MiB) is dropped within seconds, not held open forever.
-		// Writes may take longer: pprof's CPU profile streams for up to
-		// the seconds it was asked for, and net/http/pprof refuses one
-		// longer than WriteTimeout.
+		// Replies may take longer: a request may run until its deadline
+		// (--max-request-timeout), and pprof's CPU profile streams for up
+		// to the seconds it was asked for (net/http/pprof refuses one
+		// longer than WriteTimeout).
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      70 * time.Second,
+		WriteTimeout:      max(70*time.Second, n.cfg.MaxRequestTimeout+10*time.Second),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}

@@ -174,7 +174,10 @@ func (s *Shard) LogSince(user string, from uint64) (uint64, []LoggedOp) {
 // snapshot. Raft's own threshold counts entries, which hold from one op to
 // thousands; shards.Host snapshots by these instead.
 func (s *Shard) OpsSinceSnapshot() (since, state uint64) {
-	return s.appliedOps.Load() - s.snapOps.Load(), s.stateOps.Load()
+	// snapOps first: it never exceeds appliedOps, which only grows, so
+	// the difference cannot wrap if a snapshot lands between the loads.
+	snap := s.snapOps.Load()
+	return s.appliedOps.Load() - snap, s.stateOps.Load()
 }
 
 // Users is the number of users with at least one operation.
