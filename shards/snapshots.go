@@ -31,7 +31,9 @@ func snapshotDue(since, state, min uint64) bool {
 }
 
 // snapshotBySize runs until the host closes, snapshotting the groups whose
-// replay on restart has grown too long, one at a time.
+// replay on restart has grown too long, one at a time. The count restarts
+// when raft captures the state, so a snapshot that then fails to persist
+// leaves the next one to raft's own threshold or to SnapshotOps more ops.
 func (h *Host) snapshotBySize() {
 	defer close(h.snapLoopDone)
 	t := time.NewTicker(snapshotCheck)
