@@ -99,14 +99,16 @@ func (d *Directory) absent(ctx context.Context, user string, stale bool) (bool, 
 	if !ledger.ValidID(user) {
 		return false, invalidUser()
 	}
+	// The replica first: a user with operations, every read but those of
+	// new or made-up names, is told apart without the directory's lock.
+	shard := d.rep.ShardOf(user)
+	if v, ok := d.rep.Version(shard, user); !ok || v > 0 {
+		return false, nil
+	}
 	d.mu.Lock()
 	_, active := d.acts.byUser[user]
 	d.mu.Unlock()
 	if active {
-		return false, nil
-	}
-	shard := d.rep.ShardOf(user)
-	if v, ok := d.rep.Version(shard, user); !ok || v > 0 {
 		return false, nil
 	}
 	if !stale {

@@ -225,11 +225,13 @@ func ingest(ctx context.Context, c *client.Client, cfg Config) (int64, error) {
 		for len(h) > 0 {
 			n := min(cfg.BatchSize-len(batch), len(h))
 			batch, h = append(batch, h[:n]...), h[n:]
-			if len(batch) == cfg.BatchSize && !feed(batch) {
-				break
-			} else if len(batch) == cfg.BatchSize {
-				batch = nil
+			if len(batch) < cfg.BatchSize {
+				continue
 			}
+			if !feed(batch) {
+				break
+			}
+			batch = nil
 		}
 		if time.Now().After(next) {
 			cfg.progress("%d of %d users, %d ops", u, cfg.ColdUsers+cfg.Users, sent.Load())
